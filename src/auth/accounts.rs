@@ -1,0 +1,225 @@
+//! Account use cases: register, log in, look up, create (CLI) and the
+//! bootstrap admin.
+//!
+//! Login failures are rate limited per email and per client IP. A limited key
+//! is refused before the password is even checked, so a guesser learns
+//! nothing more once the budget is spent. Unknown emails cost the same time as
+//! wrong passwords, and both get the same answer.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::password;
+use super::token::{IssuedToken, TokenService};
+use crate::config::{AuthSettings, RateLimitSettings};
+use crate::db::users::{self, NewUserRow, UserRow};
+use crate::db::{Database, DbError};
+use crate::domain::user::{Email, NewUser, Role, User};
+use crate::domain::FieldError;
+use crate::rate_limit::{Decision, Quota, RateLimiter};
+use crate::redis_conn::RedisConn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("too many failed logins")]
+    RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<diesel::result::Error> for AccountError {
+    fn from(e: diesel::result::Error) -> Self {
+        AccountError::Db(DbError::Query(e))
+    }
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    db: Database,
+    tokens: TokenService,
+    failures_by_email: RateLimiter,
+    failures_by_ip: RateLimiter,
+}
+
+impl Accounts {
+    pub fn new(
+        db: Database,
+        tokens: TokenService,
+        limits: &RateLimitSettings,
+        redis: Option<RedisConn>,
+    ) -> Accounts {
+        let window = Duration::from_secs(limits.login_window_s);
+        let quota = |limit| Quota { limit, window };
+        Accounts {
+            db,
+            tokens,
+            failures_by_email: RateLimiter::new(
+                "login_email",
+                quota(limits.login_failures_per_email),
+                redis.clone(),
+            ),
+            failures_by_ip: RateLimiter::new("login_ip", quota(limits.login_failures_per_ip), redis),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<(User, IssuedToken), AccountError> {
+        let new = NewUser::parse(email, password, name, Role::Customer).map_err(AccountError::Invalid)?;
+        let user = self.create(new).await?;
+        let token = self.tokens.issue(user.id, user.role)?;
+        Ok((user, token))
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(User, IssuedToken), AccountError> {
+        let email_key = email.trim().to_lowercase();
+        let ip_key = client_ip.map(|ip| ip.to_string());
+        self.ensure_not_limited(&email_key, ip_key.as_deref()).await?;
+
+        let mut conn = self.db.conn().await?;
+        let row = match Email::parse(email) {
+            Ok(email) => users::find_by_email(&mut conn, email.as_str()).await?,
+            Err(_) => None,
+        };
+        drop(conn);
+        let phc = row
+            .as_ref()
+            .map(|r| r.password_hash.clone())
+            .unwrap_or_else(|| password::dummy_hash().to_owned());
+        let matches = password::verify(password.to_owned(), phc).await?;
+        match row {
+            Some(row) if matches => {
+                let user = to_user(row)?;
+                let token = self.tokens.issue(user.id, user.role)?;
+                Ok((user, token))
+            }
+            _ => {
+                self.failures_by_email.record(&email_key).await;
+                if let Some(ip) = &ip_key {
+                    self.failures_by_ip.record(ip).await;
+                }
+                Err(AccountError::InvalidCredentials)
+            }
+        }
+    }
+
+    async fn ensure_not_limited(&self, email_key: &str, ip_key: Option<&str>) -> Result<(), AccountError> {
+        let mut decisions = vec![self.failures_by_email.peek(email_key).await];
+        if let Some(ip) = ip_key {
+            decisions.push(self.failures_by_ip.peek(ip).await);
+        }
+        let wait = decisions
+            .into_iter()
+            .filter_map(|d| match d {
+                Decision::Allowed => None,
+                Decision::Limited { retry_after } => Some(retry_after),
+            })
+            .max();
+        match wait {
+            Some(retry_after) => Err(AccountError::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn find(&self, id: Uuid) -> Result<Option<User>, AccountError> {
+        let mut conn = self.db.conn().await?;
+        let row = users::find_by_id(&mut conn, &id.to_string()).await?;
+        row.map(to_user).transpose()
+    }
+
+    pub async fn list(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<User>, AccountError> {
+        let mut conn = self.db.conn().await?;
+        let after = after.map(|id| id.to_string());
+        let rows = users::list(&mut conn, after.as_deref(), limit).await?;
+        rows.into_iter().map(to_user).collect()
+    }
+
+    /// Creates a user from validated input. A duplicate email is
+    /// [`AccountError::EmailTaken`], decided by the unique index, so two
+    /// concurrent registrations cannot both win.
+    pub async fn create(&self, new: NewUser) -> Result<User, AccountError> {
+        let hash = password::hash(new.password.expose().to_owned()).await?;
+        let id = Uuid::now_v7();
+        let now = Utc::now().naive_utc();
+        let id_text = id.to_string();
+        let row = NewUserRow {
+            id: &id_text,
+            email: new.email.as_str(),
+            name: new.name.as_str(),
+            password_hash: &hash,
+            role: new.role.as_str(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut conn = self.db.conn().await?;
+        match users::insert(&mut conn, &row).await {
+            Ok(row) => to_user(row),
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Err(AccountError::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the configured admin if no account has that email. An existing
+    /// account is left as it is (its password is not reset).
+    pub async fn ensure_bootstrap_admin(&self, auth: &AuthSettings) -> anyhow::Result<()> {
+        use secrecy::ExposeSecret;
+        let (Some(email), Some(password)) = (&auth.bootstrap_admin_email, &auth.bootstrap_admin_password) else {
+            return Ok(());
+        };
+        let new = NewUser::parse(email, password.expose_secret(), "Administrator", Role::Admin).map_err(|errors| {
+            let reasons: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+            anyhow::anyhow!("bootstrap admin is invalid: {}", reasons.join("; "))
+        })?;
+        match self.create(new).await {
+            Ok(user) => {
+                tracing::info!(user.id = %user.id, "created bootstrap admin");
+                Ok(())
+            }
+            Err(AccountError::EmailTaken) => {
+                let mut conn = self.db.conn().await?;
+                let normalized = Email::parse(email).map_err(|e| anyhow::anyhow!(e.message))?;
+                if let Some(row) = users::find_by_email(&mut conn, normalized.as_str()).await? {
+                    if row.role != Role::Admin.as_str() {
+                        tracing::warn!(user.id = %row.id, "bootstrap admin email belongs to a non-admin account; left unchanged");
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!("creating bootstrap admin: {e}")),
+        }
+    }
+}
+
+fn to_user(row: UserRow) -> Result<User, AccountError> {
+    let id = Uuid::parse_str(&row.id).map_err(|e| anyhow::anyhow!("user id `{}` is not a UUID: {e}", row.id))?;
+    let role = row.role.parse::<Role>().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(User {
+        id,
+        email: row.email,
+        name: row.name,
+        role,
+        created_at: row.created_at.and_utc(),
+    })
+}

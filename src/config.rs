@@ -1,0 +1,416 @@
+//! Typed settings.
+//!
+//! Layers, later ones win: the defaults compiled into the binary
+//! (`config/default.toml`), the per-environment file `config/<env>.toml` from the
+//! config directory (if present), then environment variables
+//! `ORDERFLOW__SECTION__KEY`. `ORDERFLOW_ENV` picks the environment.
+//!
+//! Invariants: an unknown key anywhere is an error that names it; secrets are
+//! wrapped in [`SecretString`] so they never reach logs; production refuses the
+//! development JWT secret and any secret shorter than 32 bytes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Compiled-in defaults, so the binary runs from any directory.
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The JWT secret shipped in `config/default.toml`. Fine for development and
+/// tests; production refuses to start with it.
+pub const DEVELOPMENT_JWT_SECRET: &str = "orderflow-development-secret-change-me-0123456789";
+
+/// Minimum HS256 key length accepted in production.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Test => "test",
+            Environment::Production => "production",
+        }
+    }
+
+    pub fn parse(value: &str) -> anyhow::Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Environment::Development),
+            "test" => Ok(Environment::Test),
+            "production" | "prod" => Ok(Environment::Production),
+            other => bail!(
+                "ORDERFLOW_ENV must be one of development, test, production; got `{other}`"
+            ),
+        }
+    }
+
+    /// `ORDERFLOW_ENV`, defaulting to development.
+    pub fn from_process_env() -> anyhow::Result<Self> {
+        match std::env::var("ORDERFLOW_ENV") {
+            Ok(value) => Environment::parse(&value),
+            Err(_) => Ok(Environment::Development),
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip, default = "default_environment")]
+    pub environment: Environment,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub rate_limits: RateLimitSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+fn default_environment() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 binds any free port; the bound port is printed at start.
+    pub port: u16,
+    pub body_limit_bytes: usize,
+    /// Requests admitted at once; beyond it the engine answers 503 at once.
+    /// Unset: sized to the machine.
+    pub max_in_flight: Option<usize>,
+    /// HTTP worker threads. Unset: one per core.
+    pub workers: Option<usize>,
+    /// Seconds a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+}
+
+impl HttpSettings {
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or_else(|| available_cores() * 512)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(available_cores)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://...` or `sqlite://path`; unset: SQLite at `data/orderflow.db`.
+    pub url: Option<SecretString>,
+    /// Pooled connections. Unset: sized to the machine.
+    pub pool_size: Option<usize>,
+    /// Bound on waiting for, creating or recycling a pooled connection.
+    pub connect_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    pub fn pool_size(&self) -> usize {
+        self.pool_size.unwrap_or_else(|| available_cores() * 4)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Unset: Redis disabled, in-process equivalents are used.
+    pub url: Option<SecretString>,
+    /// Prefix of every key the engine writes, so several deployments (or
+    /// tests) can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub token_ttl_s: u64,
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Failed logins allowed per email within `login_window_s`.
+    pub login_failures_per_email: u32,
+    /// Failed logins allowed per client IP within `login_window_s`.
+    pub login_failures_per_ip: u32,
+    pub login_window_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `orderflow=debug,info`.
+    pub log_level: String,
+    /// How often the database and Redis checks refresh `service_health_status`.
+    pub health_check_interval_ms: u64,
+}
+
+/// The selected database backend, parsed from `database.url`.
+#[derive(Clone)]
+pub enum DatabaseTarget {
+    Postgres(SecretString),
+    Sqlite(PathBuf),
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseTarget::Postgres(_) => f.write_str("Postgres([REDACTED])"),
+            DatabaseTarget::Sqlite(path) => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+pub const DEFAULT_SQLITE_PATH: &str = "data/orderflow.db";
+
+impl DatabaseSettings {
+    pub fn target(&self) -> anyhow::Result<DatabaseTarget> {
+        let url = self
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().trim().to_owned())
+            .filter(|u| !u.is_empty());
+        let Some(url) = url else {
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseTarget::Postgres(SecretString::from(url)));
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                bail!("database.url `sqlite://` needs a file path, e.g. sqlite://data/orderflow.db");
+            }
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
+        }
+        bail!("database.url must start with postgres://, postgresql:// or sqlite://")
+    }
+}
+
+impl Settings {
+    /// Loads settings for the process: `ORDERFLOW_ENV`, the config directory
+    /// (`ORDERFLOW_CONFIG_DIR`, default `./config`) and the process environment.
+    pub fn load() -> anyhow::Result<Settings> {
+        let environment = Environment::from_process_env()?;
+        let config_dir = std::env::var_os("ORDERFLOW_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Settings::load_from(environment, &config_dir, vars)
+    }
+
+    /// Loads settings from explicit inputs; `vars` stands for the process
+    /// environment, so tests can exercise overrides without touching it.
+    pub fn load_from(
+        environment: Environment,
+        config_dir: &Path,
+        vars: HashMap<String, String>,
+    ) -> anyhow::Result<Settings> {
+        let env_file = config_dir.join(format!("{}.toml", environment.as_str()));
+        let raw = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from(env_file).required(false))
+            .add_source(
+                config::Environment::with_prefix("ORDERFLOW")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(vars)),
+            )
+            .build()
+            .context("reading configuration")?;
+        let mut settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.environment = environment;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks that hold in every environment, plus production's stricter ones.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.database.target()?;
+        if self.http.body_limit_bytes == 0 {
+            bail!("http.body_limit_bytes must be at least 1");
+        }
+        if self.auth.token_ttl_s == 0 {
+            bail!("auth.token_ttl_s must be at least 1");
+        }
+        if self.rate_limits.login_window_s == 0 {
+            bail!("rate_limits.login_window_s must be at least 1");
+        }
+        if self.auth.bootstrap_admin_email.is_some() != self.auth.bootstrap_admin_password.is_some()
+        {
+            bail!("auth.bootstrap_admin_email and auth.bootstrap_admin_password must be set together");
+        }
+        let secret = self.auth.jwt_secret.expose_secret();
+        if self.environment == Environment::Production {
+            if secret == DEVELOPMENT_JWT_SECRET {
+                bail!(
+                    "refusing to start in production with the development JWT secret: \
+                     set ORDERFLOW__AUTH__JWT_SECRET to a random value of at least {MIN_JWT_SECRET_BYTES} bytes"
+                );
+            }
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                bail!(
+                    "refusing to start in production: auth.jwt_secret is {} bytes, at least {MIN_JWT_SECRET_BYTES} are required",
+                    secret.len()
+                );
+            }
+        } else if secret.is_empty() {
+            bail!("auth.jwt_secret must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: Environment, vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // A directory without per-environment files: only defaults and vars.
+        Settings::load_from(env, Path::new("/nonexistent-orderflow-config"), vars)
+    }
+
+    #[test]
+    fn defaults_select_embedded_sqlite_and_no_redis() {
+        let s = load(Environment::Development, &[]).unwrap();
+        assert!(matches!(s.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == Path::new(DEFAULT_SQLITE_PATH)));
+        assert!(s.redis.url.is_none());
+        assert_eq!(s.http.port, 8080);
+        assert_eq!(s.http.body_limit_bytes, 65536);
+        assert_eq!(s.auth.token_ttl_s, 3600);
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let s = load(
+            Environment::Development,
+            &[
+                ("ORDERFLOW__HTTP__PORT", "9999"),
+                ("ORDERFLOW__DATABASE__URL", "postgres://u@h/db"),
+                ("ORDERFLOW__TELEMETRY__LOG_FORMAT", "json"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.http.port, 9999);
+        assert!(matches!(
+            s.database.target().unwrap(),
+            DatabaseTarget::Postgres(_)
+        ));
+        assert_eq!(s.telemetry.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__HTTP__PROT", "1")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("prot"), "{err:#}");
+        let err = load(Environment::Development, &[("ORDERFLOW__NOPE__X", "1")]).unwrap_err();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        let err = load(Environment::Production, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("development JWT secret"), "{err:#}");
+    }
+
+    #[test]
+    fn production_refuses_a_short_secret() {
+        let err = load(
+            Environment::Production,
+            &[("ORDERFLOW__AUTH__JWT_SECRET", "short-secret")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("at least 32"), "{err:#}");
+    }
+
+    #[test]
+    fn production_accepts_a_long_secret() {
+        let s = load(
+            Environment::Production,
+            &[(
+                "ORDERFLOW__AUTH__JWT_SECRET",
+                "a-production-secret-that-is-long-enough-0001",
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.environment, Environment::Production);
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = load(
+            Environment::Development,
+            &[("ORDERFLOW__DATABASE__URL", "postgres://user:hunter2@h/db")],
+        )
+        .unwrap();
+        let shown = format!("{s:?} {:?}", s.database.target().unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains(DEVELOPMENT_JWT_SECRET), "{shown}");
+    }
+
+    #[test]
+    fn bad_database_scheme_is_rejected() {
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__DATABASE__URL", "mysql://x")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("database.url"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_environment_name_is_rejected() {
+        assert!(Environment::parse("staging").is_err());
+        assert_eq!(Environment::parse("PRODUCTION").unwrap(), Environment::Production);
+    }
+}

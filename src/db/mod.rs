@@ -1,0 +1,263 @@
+//! Persistence: one query layer over two backends.
+//!
+//! PostgreSQL (production) and SQLite (the zero-setup default) sit behind one
+//! [`Database`] handle. A pooled connection is a [`DbConn`] enum, and the
+//! [`with_conn!`](crate::with_conn) macro compiles one query body once per
+//! backend, so each query is written once. Queries live in one module per
+//! aggregate, return `QueryResult`, and take a connection, not the pool.
+//!
+//! Error policy: queries return `diesel::QueryResult`; [`DbError`] adds "could
+//! not get a connection", which the HTTP layer answers with 503.
+
+pub mod schema;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::{Connection, SqliteConnection};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{DatabaseSettings, DatabaseTarget};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Set on every SQLite connection. WAL lets readers run beside the writer;
+/// `synchronous=FULL` keeps an acknowledged commit durable across power loss;
+/// the busy timeout turns writer contention into waiting, not errors.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 5000; \
+     PRAGMA foreign_keys = ON;";
+
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteConn>),
+}
+
+/// A cheap-to-clone handle on the connection pool of the configured backend.
+#[derive(Clone)]
+pub struct Database {
+    pools: Pools,
+    target: DatabaseTarget,
+}
+
+/// A pooled connection of either backend; see [`with_conn!`](crate::with_conn).
+pub enum DbConn {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConn>),
+}
+
+/// Runs one query body against whichever backend `$conn` holds. The body is
+/// compiled once per backend with `$c` bound to that backend's connection.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres(pooled) => {
+                let $c: &mut ::diesel_async::AsyncPgConnection = &mut *pooled;
+                $body
+            }
+            $crate::db::DbConn::Sqlite(pooled) => {
+                let $c: &mut $crate::db::SqliteConn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time: the database is down or saturated.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    /// True when the failure says the database could not be reached rather
+    /// than that a statement was wrong.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Query(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => true,
+            DbError::Query(_) => false,
+        }
+    }
+}
+
+impl Database {
+    /// Builds the pool. Connections are opened lazily, so this succeeds while
+    /// the database is down; [`Database::migrate`] is the first real contact.
+    pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<Database> {
+        let target = settings.target()?;
+        let timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
+        let pools = match &target {
+            DatabaseTarget::Postgres(url) => {
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose_secret());
+                let pool = Pool::builder(manager)
+                    .max_size(settings.pool_size())
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .wait_timeout(timeout)
+                    .create_timeout(timeout)
+                    .recycle_timeout(timeout)
+                    .build()
+                    .context("building the PostgreSQL pool")?;
+                Pools::Postgres(pool)
+            }
+            DatabaseTarget::Sqlite(path) => {
+                ensure_parent_dir(path)?;
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    path.to_string_lossy(),
+                    config,
+                );
+                let pool = Pool::builder(manager)
+                    .max_size(settings.pool_size())
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .wait_timeout(timeout)
+                    .create_timeout(timeout)
+                    .recycle_timeout(timeout)
+                    .build()
+                    .context("building the SQLite pool")?;
+                Pools::Sqlite(pool)
+            }
+        };
+        Ok(Database { pools, target })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    pub async fn conn(&self) -> Result<DbConn, DbError> {
+        match &self.pools {
+            Pools::Postgres(pool) => pool
+                .get()
+                .await
+                .map(DbConn::Postgres)
+                .map_err(|e| DbError::Unavailable(e.to_string())),
+            Pools::Sqlite(pool) => pool
+                .get()
+                .await
+                .map(DbConn::Sqlite)
+                .map_err(|e| DbError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// A round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        use diesel::IntoSql;
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.conn().await?;
+        let query = diesel::select(1_i32.into_sql::<diesel::sql_types::Integer>());
+        with_conn!(&mut conn, |c| query.get_result::<i32>(c).await)?;
+        Ok(())
+    }
+
+    /// Applies pending migrations of the configured backend and returns how
+    /// many ran. Diesel's migration harness is synchronous, so it runs on a
+    /// thread of its own rather than blocking the async runtime.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let target = self.target.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("orderflow-migrate".into())
+            .spawn(move || {
+                let _ = tx.send(run_migrations(&target));
+            })
+            .context("spawning the migration thread")?;
+        rx.await.context("the migration thread died")?
+    }
+}
+
+fn run_migrations(target: &DatabaseTarget) -> anyhow::Result<usize> {
+    let applied = match target {
+        DatabaseTarget::Postgres(url) => {
+            let mut conn = connect_postgres_blocking(url)?;
+            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("PostgreSQL migrations failed: {e}"))?
+                .len()
+        }
+        DatabaseTarget::Sqlite(path) => {
+            let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+                .with_context(|| format!("opening SQLite database {}", path.display()))?;
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
+                .context("configuring SQLite")?;
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("SQLite migrations failed: {e}"))?
+                .len()
+        }
+    };
+    Ok(applied)
+}
+
+fn connect_postgres_blocking(
+    url: &SecretString,
+) -> anyhow::Result<AsyncConnectionWrapper<AsyncPgConnection>> {
+    // The error text of a failed connect can echo the URL; keep it out.
+    <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(url.expose_secret())
+        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {}", redact_url_errors(&e)))
+}
+
+fn redact_url_errors(error: &diesel::ConnectionError) -> String {
+    match error {
+        diesel::ConnectionError::InvalidConnectionUrl(_) => "invalid connection URL".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn ensure_parent_dir(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating directory {}", parent.display()))?;
+    }
+    Ok(())
+}

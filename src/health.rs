@@ -1,0 +1,106 @@
+//! Health of the engine's dependencies.
+//!
+//! A periodic check (every `telemetry.health_check_interval_ms`) and every
+//! `/readyz` call run the same bounded probes and keep the
+//! `service_health_status{component}` gauge current, so the metric recovers
+//! by itself when a dependency comes back.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::db::Database;
+use crate::redis_conn::RedisConn;
+use crate::telemetry::HEALTH_STATUS;
+
+/// A probe that has not answered in this long counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentStatus {
+    Up,
+    Down,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HealthReport {
+    pub database: ComponentStatus,
+    pub redis: ComponentStatus,
+}
+
+impl HealthReport {
+    /// Ready means able to do the engine's work: the database is the record of
+    /// truth, so it must be up; Redis being down only degrades.
+    pub fn is_ready(&self) -> bool {
+        self.database == ComponentStatus::Up
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.redis == ComponentStatus::Down
+    }
+}
+
+#[derive(Clone)]
+pub struct HealthMonitor {
+    db: Database,
+    redis: Option<RedisConn>,
+}
+
+impl HealthMonitor {
+    pub fn new(db: Database, redis: Option<RedisConn>) -> HealthMonitor {
+        HealthMonitor { db, redis }
+    }
+
+    /// Probes every component and updates the gauges.
+    pub async fn check(&self) -> HealthReport {
+        let database = match tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await {
+            Ok(Ok(())) => ComponentStatus::Up,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database health check failed");
+                ComponentStatus::Down
+            }
+            Err(_) => {
+                tracing::warn!(timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "database health check timed out");
+                ComponentStatus::Down
+            }
+        };
+        let redis = match &self.redis {
+            None => ComponentStatus::Disabled,
+            Some(redis) => match redis.ping().await {
+                Ok(()) => ComponentStatus::Up,
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis health check failed");
+                    ComponentStatus::Down
+                }
+            },
+        };
+        publish("database", database);
+        publish("redis", redis);
+        HealthReport { database, redis }
+    }
+
+    /// Runs [`HealthMonitor::check`] every `interval` on the current runtime
+    /// until the runtime stops.
+    pub fn spawn_periodic(self, interval: Duration) {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                self.check().await;
+            }
+        });
+    }
+}
+
+fn publish(component: &'static str, status: ComponentStatus) {
+    let value = match status {
+        ComponentStatus::Up => 1.0,
+        ComponentStatus::Down => 0.0,
+        // A disabled component is neither up nor down: no series.
+        ComponentStatus::Disabled => return,
+    };
+    metrics::gauge!(HEALTH_STATUS, "component" => component).set(value);
+}

@@ -1,0 +1,295 @@
+//! The one error type of the HTTP layer and its envelope.
+//!
+//! Error policy: handlers return `Result<_, ApiError>`. Every variant has a
+//! stable snake_case `code` and a status, chosen in exhaustive matches (no `_`
+//! arm), so a new variant forces a decision. Unexpected errors (`Internal`) are
+//! logged once, here, and the client sees a generic message: SQL, stack
+//! traces and other internals never reach it. Every error body has the shape
+//! `{"error": {"code", "message", "details"}}`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::auth::accounts::AccountError;
+use crate::db::DbError;
+use crate::domain::FieldError;
+
+/// What a client is told to wait before retrying a 503.
+const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the query string is invalid: {0}")]
+    InvalidQuery(String),
+    #[error("the request is invalid")]
+    Validation(BTreeMap<String, String>),
+    #[error("authentication is required")]
+    Unauthorized,
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("no such resource")]
+    NotFound,
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("too many requests; retry later")]
+    RateLimited { retry_after: Duration },
+    #[error("the engine is at capacity; retry shortly")]
+    Overloaded,
+    #[error("a dependency is unavailable; retry shortly")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::Validation(fields) => json!({ "fields": fields }),
+            ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            ApiError::RateLimited { retry_after } => {
+                json!({ "retry_after_s": retry_after_secs(*retry_after) })
+            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::EmailTaken
+            | ApiError::UnsupportedMediaType
+            | ApiError::Overloaded
+            | ApiError::Unavailable(_)
+            | ApiError::Internal(_) => json!({}),
+        }
+    }
+
+    /// The message shown to clients. Internal causes stay in the logs.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Unavailable(_) => "a dependency is unavailable; retry shortly".to_owned(),
+            ApiError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } => Some(retry_after_secs(*retry_after)),
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::Validation(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden
+            | ApiError::NotFound
+            | ApiError::MethodNotAllowed
+            | ApiError::EmailTaken
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::UnsupportedMediaType
+            | ApiError::Internal(_) => None,
+        }
+    }
+
+    pub fn validation(errors: impl IntoIterator<Item = FieldError>) -> ApiError {
+        let mut fields = BTreeMap::new();
+        for e in errors {
+            fields.entry(e.field.to_owned()).or_insert(e.message);
+        }
+        ApiError::Validation(fields)
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(BTreeMap::from([(field.into(), message.into())]))
+    }
+}
+
+/// Whole seconds, rounded up, never 0: `Retry-After: 0` invites a hot loop.
+fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Internal(e) => tracing::error!(error = ?e, "request failed"),
+            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "dependency unavailable"),
+            _ => {}
+        }
+        let mut response = envelope(self.status_code(), self.code(), &self.public_message(), self.details());
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::Unauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn envelope(status: StatusCode, code: &str, message: &str, details: Value) -> HttpResponse {
+    HttpResponse::build(status).json(json!({
+        "error": { "code": code, "message": message, "details": details }
+    }))
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(fields) => ApiError::validation(fields),
+            AccountError::EmailTaken => ApiError::EmailTaken,
+            AccountError::InvalidCredentials => ApiError::Unauthorized,
+            AccountError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            AccountError::Db(e) => e.into(),
+            AccountError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// Last line of defence for error responses produced outside our handlers
+/// (actix's own 405s, 404s of resources, extractor errors we did not map):
+/// any error status without a JSON body gets the standard envelope.
+pub fn envelope_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed on this resource"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the request body must be application/json"),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the service is unavailable; retry shortly"),
+        s if s.is_server_error() => ("internal_error", "internal error"),
+        _ => ("bad_request", "the request was rejected"),
+    };
+    let (req, original) = res.into_parts();
+    let mut replacement: HttpResponse<BoxBody> = envelope(status, code, message, json!({}));
+    for (name, value) in original.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            replacement.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    let res: ServiceResponse<EitherBody<B, BoxBody>> =
+        ServiceResponse::new(req, replacement).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(e: ApiError) -> (StatusCode, Value, Option<String>) {
+        let res = e.error_response();
+        let status = res.status();
+        let retry = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = res.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap(), retry)
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let (status, body, _) = body_of(ApiError::Internal(anyhow::anyhow!("SELECT * FROM secret")));
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[test]
+    fn validation_lists_fields() {
+        let (status, body, _) = body_of(ApiError::validation([FieldError::new("email", "bad")]));
+        assert_eq!(status, 422);
+        assert_eq!(body["error"]["details"]["fields"]["email"], "bad");
+    }
+
+    #[test]
+    fn rate_limited_rounds_retry_after_up() {
+        let (status, body, retry) = body_of(ApiError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status, 429);
+        assert_eq!(retry.as_deref(), Some("2"));
+        assert_eq!(body["error"]["details"]["retry_after_s"], 2);
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let (status, body, retry) = body_of(ApiError::Overloaded);
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["code"], "overloaded");
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Request extractors whose failures are [`ApiError`]s, so every bad input
+//! gets the error envelope.
+//!
+//! [`Json`] reads at most `http.body_limit_bytes` (413 beyond), insists on a
+//! JSON content type (415), tells malformed JSON (400 `invalid_json`) from
+//! well-formed JSON of the wrong shape (422 `validation_failed`, naming the
+//! field). serde_json's recursion limit bounds nesting depth.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::errors::ApiError;
+
+/// The body limit, as app data, so extractors and the app agree on it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<BodyLimit>>()
+            .map(|l| l.0)
+            .unwrap_or(65_536);
+        let early = check_headers(req, limit);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            early?;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::InvalidJson(format!("could not read the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    let is_json = match req.mime_type() {
+        Ok(Some(mime)) => {
+            mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)
+        }
+        Ok(None) | Err(_) => false,
+    };
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// Parses `body` as `T`, classifying failures as 400 or 422.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        classify(&inner, &path)
+    })?;
+    de.end().map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
+    Ok(value)
+}
+
+fn classify(err: &serde_json::Error, path: &str) -> ApiError {
+    use serde_json::error::Category;
+    let message = strip_position(&err.to_string());
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(message),
+        Category::Data => {
+            let field = named_field(&message)
+                .map(|name| if path == "." { name.to_owned() } else { format!("{path}.{name}") })
+                .unwrap_or_else(|| if path == "." { "body".to_owned() } else { path.to_owned() });
+            ApiError::field(field, message)
+        }
+    }
+}
+
+/// serde names the culprit of missing and unknown fields in backticks.
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next()
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query-string failures become 400 `invalid_query`.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _req| ApiError::InvalidQuery(err.to_string()).into())
+}
+
+/// A path segment that does not parse names nothing that exists: 404.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_err, _req| ApiError::NotFound.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        email: String,
+        count: u32,
+    }
+
+    fn field_of(err: ApiError) -> String {
+        match err {
+            ApiError::Validation(fields) => fields.keys().next().unwrap().clone(),
+            other => panic!("expected validation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_invalid_json() {
+        assert!(matches!(parse_json::<Body>(b"{\"email\": "), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(parse_json::<Body>(b"not json"), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"email":"a","count":1} trailing"#),
+            Err(ApiError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_field() {
+        assert_eq!(field_of(parse_json::<Body>(br#"{"count":1}"#).unwrap_err()), "email");
+        assert_eq!(field_of(parse_json::<Body>(br#"{"email":"a","count":-1}"#).unwrap_err()), "count");
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email":"a","count":1,"admin":true}"#).unwrap_err()),
+            "admin"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(parse_json::<serde_json::Value>(deep.as_bytes()), Err(ApiError::InvalidJson(_))));
+    }
+}

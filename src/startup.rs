@@ -1,0 +1,112 @@
+//! Building and running the engine: `Application::build(settings)` wires the
+//! database, Redis, services and HTTP server and binds the listener (port 0
+//! picks a free port, reported by [`Application::port`]); `run_until_stopped`
+//! serves until SIGTERM/SIGINT, then drains in-flight requests.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::auth::accounts::Accounts;
+use crate::auth::token::TokenService;
+use crate::config::Settings;
+use crate::db::Database;
+use crate::health::HealthMonitor;
+use crate::http;
+use crate::http::admission::Admission;
+use crate::http::errors::envelope_fallback;
+use crate::http::extract::BodyLimit;
+use crate::http::request_telemetry::RequestTelemetry;
+use crate::redis_conn::RedisConn;
+use crate::telemetry;
+
+pub struct Application {
+    port: u16,
+    host: String,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let metrics = telemetry::metrics_handle().clone();
+        let db = Database::connect(&settings.database)?;
+        let applied = db.migrate().await?;
+        tracing::info!(
+            database.backend = db.backend().as_str(),
+            migrations.applied = applied,
+            "database ready"
+        );
+        let redis = RedisConn::from_settings(&settings.redis)?;
+        if let Some(redis) = &redis {
+            // Not fatal: the engine serves without Redis and reconnects later.
+            if let Err(e) = redis.ping().await {
+                tracing::warn!(error = %e, "Redis is configured but not reachable; continuing degraded");
+            }
+        }
+
+        let tokens = TokenService::new(&settings.auth.jwt_secret, settings.auth.token_ttl_s);
+        let accounts = Accounts::new(db.clone(), tokens.clone(), &settings.rate_limits, redis.clone());
+        accounts.ensure_bootstrap_admin(&settings.auth).await?;
+
+        let health = HealthMonitor::new(db.clone(), redis.clone());
+        health.check().await;
+        health
+            .clone()
+            .spawn_periodic(Duration::from_millis(settings.telemetry.health_check_interval_ms.max(50)));
+
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+            .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr()?.port();
+
+        let admission = Admission::new(settings.http.max_in_flight());
+        let body_limit = BodyLimit(settings.http.body_limit_bytes);
+        let accounts = web::Data::new(accounts);
+        let tokens = web::Data::new(tokens);
+        let health = web::Data::new(health);
+        let metrics = web::Data::new(metrics);
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(envelope_fallback))
+                .wrap(admission.clone())
+                .wrap(RequestTelemetry)
+                .app_data(web::Data::new(body_limit))
+                .app_data(web::PayloadConfig::new(body_limit.0))
+                .app_data(accounts.clone())
+                .app_data(tokens.clone())
+                .app_data(health.clone())
+                .app_data(metrics.clone())
+                .configure(http::routes)
+        })
+        .listen(listener)?
+        .workers(settings.http.workers())
+        .shutdown_timeout(settings.http.shutdown_timeout_s)
+        .run();
+
+        Ok(Application {
+            port,
+            host: settings.http.host.clone(),
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn address(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    /// A handle to stop the server from elsewhere (tests, signal handlers).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
