@@ -12,7 +12,11 @@ use crate::startup::Application;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "orderflow", version, about = "Actor-based order-processing engine")]
+#[command(
+    name = "orderflow",
+    version,
+    about = "Actor-based order-processing engine"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,7 +76,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = Database::connect(&settings.database)?;
     let applied = db.migrate().await?;
-    println!("applied {applied} migration(s) on {}", db.backend().as_str());
+    println!(
+        "applied {applied} migration(s) on {}",
+        db.backend().as_str()
+    );
     Ok(())
 }
 
@@ -81,9 +88,16 @@ async fn create_user(settings: Settings, args: CreateUser) -> anyhow::Result<()>
     db.migrate().await?;
     let tokens = TokenService::new(&settings.auth.jwt_secret, settings.auth.token_ttl_s);
     let accounts = Accounts::new(db, tokens, &settings.rate_limits, None);
-    let role = if args.admin { Role::Admin } else { Role::Customer };
+    let role = if args.admin {
+        Role::Admin
+    } else {
+        Role::Customer
+    };
     let new = NewUser::parse(&args.email, &args.password, &args.name, role).map_err(|errors| {
-        let reasons: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+        let reasons: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .collect();
         anyhow::anyhow!("invalid user: {}", reasons.join("; "))
     })?;
     match accounts.create(new).await {
@@ -91,7 +105,9 @@ async fn create_user(settings: Settings, args: CreateUser) -> anyhow::Result<()>
             println!("{}", serde_json::to_string(&user)?);
             Ok(())
         }
-        Err(AccountError::EmailTaken) => anyhow::bail!("a user with email {} already exists", args.email.trim()),
+        Err(AccountError::EmailTaken) => {
+            anyhow::bail!("a user with email {} already exists", args.email.trim())
+        }
         Err(e) => Err(anyhow::anyhow!("creating user: {e}")),
     }
 }

@@ -48,9 +48,9 @@ impl Environment {
             "development" | "dev" => Ok(Environment::Development),
             "test" => Ok(Environment::Test),
             "production" | "prod" => Ok(Environment::Production),
-            other => bail!(
-                "ORDERFLOW_ENV must be one of development, test, production; got `{other}`"
-            ),
+            other => {
+                bail!("ORDERFLOW_ENV must be one of development, test, production; got `{other}`")
+            }
         }
     }
 
@@ -104,7 +104,8 @@ pub struct HttpSettings {
 
 impl HttpSettings {
     pub fn max_in_flight(&self) -> usize {
-        self.max_in_flight.unwrap_or_else(|| available_cores() * 512)
+        self.max_in_flight
+            .unwrap_or_else(|| available_cores() * 512)
     }
 
     pub fn workers(&self) -> usize {
@@ -210,7 +211,9 @@ impl DatabaseSettings {
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                bail!("database.url `sqlite://` needs a file path, e.g. sqlite://data/orderflow.db");
+                bail!(
+                    "database.url `sqlite://` needs a file path, e.g. sqlite://data/orderflow.db"
+                );
             }
             return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
         }
@@ -274,7 +277,9 @@ impl Settings {
         }
         if self.auth.bootstrap_admin_email.is_some() != self.auth.bootstrap_admin_password.is_some()
         {
-            bail!("auth.bootstrap_admin_email and auth.bootstrap_admin_password must be set together");
+            bail!(
+                "auth.bootstrap_admin_email and auth.bootstrap_admin_password must be set together"
+            );
         }
         let secret = self.auth.jwt_secret.expose_secret();
         if self.environment == Environment::Production {
@@ -319,7 +324,9 @@ mod tests {
     #[test]
     fn defaults_select_embedded_sqlite_and_no_redis() {
         let s = load(Environment::Development, &[]).unwrap();
-        assert!(matches!(s.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == Path::new(DEFAULT_SQLITE_PATH)));
+        assert!(
+            matches!(s.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == Path::new(DEFAULT_SQLITE_PATH))
+        );
         assert!(s.redis.url.is_none());
         assert_eq!(s.http.port, 8080);
         assert_eq!(s.http.body_limit_bytes, 65536);
@@ -347,11 +354,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_naming_it() {
-        let err = load(
-            Environment::Development,
-            &[("ORDERFLOW__HTTP__PROT", "1")],
-        )
-        .unwrap_err();
+        let err = load(Environment::Development, &[("ORDERFLOW__HTTP__PROT", "1")]).unwrap_err();
         assert!(format!("{err:#}").contains("prot"), "{err:#}");
         let err = load(Environment::Development, &[("ORDERFLOW__NOPE__X", "1")]).unwrap_err();
         assert!(format!("{err:#}").contains("nope"), "{err:#}");
@@ -360,7 +363,10 @@ mod tests {
     #[test]
     fn production_refuses_the_development_secret() {
         let err = load(Environment::Production, &[]).unwrap_err();
-        assert!(format!("{err:#}").contains("development JWT secret"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("development JWT secret"),
+            "{err:#}"
+        );
     }
 
     #[test]
@@ -411,6 +417,9 @@ mod tests {
     #[test]
     fn unknown_environment_name_is_rejected() {
         assert!(Environment::parse("staging").is_err());
-        assert_eq!(Environment::parse("PRODUCTION").unwrap(), Environment::Production);
+        assert_eq!(
+            Environment::parse("PRODUCTION").unwrap(),
+            Environment::Production
+        );
     }
 }

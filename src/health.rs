@@ -62,7 +62,10 @@ impl HealthMonitor {
                 ComponentStatus::Down
             }
             Err(_) => {
-                tracing::warn!(timeout_ms = PROBE_TIMEOUT.as_millis() as u64, "database health check timed out");
+                tracing::warn!(
+                    timeout_ms = PROBE_TIMEOUT.as_millis() as u64,
+                    "database health check timed out"
+                );
                 ComponentStatus::Down
             }
         };

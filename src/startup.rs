@@ -49,14 +49,19 @@ impl Application {
         }
 
         let tokens = TokenService::new(&settings.auth.jwt_secret, settings.auth.token_ttl_s);
-        let accounts = Accounts::new(db.clone(), tokens.clone(), &settings.rate_limits, redis.clone());
+        let accounts = Accounts::new(
+            db.clone(),
+            tokens.clone(),
+            &settings.rate_limits,
+            redis.clone(),
+        );
         accounts.ensure_bootstrap_admin(&settings.auth).await?;
 
         let health = HealthMonitor::new(db.clone(), redis.clone());
         health.check().await;
-        health
-            .clone()
-            .spawn_periodic(Duration::from_millis(settings.telemetry.health_check_interval_ms.max(50)));
+        health.clone().spawn_periodic(Duration::from_millis(
+            settings.telemetry.health_check_interval_ms.max(50),
+        ));
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;

@@ -25,13 +25,22 @@ pub const REQUESTS_SHED: &str = "http_server_requests_shed_total";
 /// may call it freely.
 pub fn init_tracing(settings: &TelemetrySettings) {
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|e| {
-        eprintln!("telemetry.log_level `{}` is invalid ({e}); using `info`", settings.log_level);
+        eprintln!(
+            "telemetry.log_level `{}` is invalid ({e}); using `info`",
+            settings.log_level
+        );
         EnvFilter::new("info")
     });
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init(),
         LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
     };
@@ -76,7 +85,10 @@ fn describe_metrics() {
         "Slowest HTTP request since start, by method, route template and status"
     );
     metrics::describe_gauge!(HEALTH_STATUS, "1 when the component is up, 0 when down");
-    metrics::describe_counter!(REQUESTS_SHED, "Requests refused with 503 because the engine was at max_in_flight");
+    metrics::describe_counter!(
+        REQUESTS_SHED,
+        "Requests refused with 503 because the engine was at max_in_flight"
+    );
 }
 
 /// Records one served request.

@@ -69,7 +69,11 @@ impl Accounts {
                 quota(limits.login_failures_per_email),
                 redis.clone(),
             ),
-            failures_by_ip: RateLimiter::new("login_ip", quota(limits.login_failures_per_ip), redis),
+            failures_by_ip: RateLimiter::new(
+                "login_ip",
+                quota(limits.login_failures_per_ip),
+                redis,
+            ),
         }
     }
 
@@ -79,7 +83,8 @@ impl Accounts {
         password: &str,
         name: &str,
     ) -> Result<(User, IssuedToken), AccountError> {
-        let new = NewUser::parse(email, password, name, Role::Customer).map_err(AccountError::Invalid)?;
+        let new =
+            NewUser::parse(email, password, name, Role::Customer).map_err(AccountError::Invalid)?;
         let user = self.create(new).await?;
         let token = self.tokens.issue(user.id, user.role)?;
         Ok((user, token))
@@ -93,7 +98,8 @@ impl Accounts {
     ) -> Result<(User, IssuedToken), AccountError> {
         let email_key = email.trim().to_lowercase();
         let ip_key = client_ip.map(|ip| ip.to_string());
-        self.ensure_not_limited(&email_key, ip_key.as_deref()).await?;
+        self.ensure_not_limited(&email_key, ip_key.as_deref())
+            .await?;
 
         let mut conn = self.db.conn().await?;
         let row = match Email::parse(email) {
@@ -122,7 +128,11 @@ impl Accounts {
         }
     }
 
-    async fn ensure_not_limited(&self, email_key: &str, ip_key: Option<&str>) -> Result<(), AccountError> {
+    async fn ensure_not_limited(
+        &self,
+        email_key: &str,
+        ip_key: Option<&str>,
+    ) -> Result<(), AccountError> {
         let mut decisions = vec![self.failures_by_email.peek(email_key).await];
         if let Some(ip) = ip_key {
             decisions.push(self.failures_by_ip.peek(ip).await);
@@ -185,11 +195,22 @@ impl Accounts {
     /// account is left as it is (its password is not reset).
     pub async fn ensure_bootstrap_admin(&self, auth: &AuthSettings) -> anyhow::Result<()> {
         use secrecy::ExposeSecret;
-        let (Some(email), Some(password)) = (&auth.bootstrap_admin_email, &auth.bootstrap_admin_password) else {
+        let (Some(email), Some(password)) =
+            (&auth.bootstrap_admin_email, &auth.bootstrap_admin_password)
+        else {
             return Ok(());
         };
-        let new = NewUser::parse(email, password.expose_secret(), "Administrator", Role::Admin).map_err(|errors| {
-            let reasons: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
+        let new = NewUser::parse(
+            email,
+            password.expose_secret(),
+            "Administrator",
+            Role::Admin,
+        )
+        .map_err(|errors| {
+            let reasons: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect();
             anyhow::anyhow!("bootstrap admin is invalid: {}", reasons.join("; "))
         })?;
         match self.create(new).await {
@@ -213,7 +234,8 @@ impl Accounts {
 }
 
 fn to_user(row: UserRow) -> Result<User, AccountError> {
-    let id = Uuid::parse_str(&row.id).map_err(|e| anyhow::anyhow!("user id `{}` is not a UUID: {e}", row.id))?;
+    let id = Uuid::parse_str(&row.id)
+        .map_err(|e| anyhow::anyhow!("user id `{}` is not a UUID: {e}", row.id))?;
     let role = row.role.parse::<Role>().map_err(|e| anyhow::anyhow!(e))?;
     Ok(User {
         id,

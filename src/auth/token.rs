@@ -63,8 +63,9 @@ impl TokenService {
             iat: now,
             exp: now.saturating_add(ttl),
         };
-        let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| anyhow::anyhow!("signing access token: {e}"))?;
+        let access_token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .map_err(|e| anyhow::anyhow!("signing access token: {e}"))?;
         Ok(IssuedToken {
             access_token,
             expires_in: self.ttl_s,
@@ -117,14 +118,12 @@ mod tests {
         let tokens = service("a-test-secret-of-sufficient-length-000");
         let now = chrono::Utc::now().timestamp();
         let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = b64(
-            format!(
-                r#"{{"sub":"{}","role":"admin","iat":{now},"exp":{}}}"#,
-                Uuid::now_v7(),
-                now + 600
-            )
-            .as_bytes(),
-        );
+        let body = b64(format!(
+            r#"{{"sub":"{}","role":"admin","iat":{now},"exp":{}}}"#,
+            Uuid::now_v7(),
+            now + 600
+        )
+        .as_bytes());
         assert!(tokens.verify(&format!("{header}.{body}.")).is_err());
     }
 
@@ -138,7 +137,8 @@ mod tests {
             iat: now - 7200,
             exp: now - 3600,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)
+            .unwrap();
         assert!(tokens.verify(&token).is_err());
     }
 
@@ -152,7 +152,8 @@ mod tests {
             iat: now,
             exp: now + 600,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &tokens.encoding).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &tokens.encoding)
+            .unwrap();
         assert!(tokens.verify(&token).is_err());
     }
 }

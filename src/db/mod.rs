@@ -70,6 +70,9 @@ pub struct Database {
 }
 
 /// A pooled connection of either backend; see [`with_conn!`](crate::with_conn).
+// Held briefly on the stack and moved once per checkout; boxing the larger
+// variant would add an allocation per query to save a memcpy.
+#[allow(clippy::large_enum_variant)]
 pub enum DbConn {
     Postgres(Object<AsyncPgConnection>),
     Sqlite(Object<SqliteConn>),

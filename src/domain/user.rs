@@ -100,7 +100,10 @@ impl UserName {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(FieldError::new("name", "must not contain control characters"));
+            return Err(FieldError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(UserName(name.to_owned()))
     }
@@ -149,7 +152,12 @@ pub struct NewUser {
 
 impl NewUser {
     /// Validates every field and reports all failures at once.
-    pub fn parse(email: &str, password: &str, name: &str, role: Role) -> Result<NewUser, Vec<FieldError>> {
+    pub fn parse(
+        email: &str,
+        password: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<NewUser, Vec<FieldError>> {
         let email = Email::parse(email);
         let password = Password::parse(password);
         let name = UserName::parse(name);
@@ -184,13 +192,26 @@ mod tests {
 
     #[test]
     fn email_is_normalised() {
-        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
     }
 
     #[test]
     fn malformed_emails_are_rejected() {
-        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a b@example.com",
-                    "ada@@example.com", "ada@.example.com", "ada@example..com", "ada@example.com."] {
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a b@example.com",
+            "ada@@example.com",
+            "ada@.example.com",
+            "ada@example..com",
+            "ada@example.com.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

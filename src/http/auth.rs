@@ -47,7 +47,9 @@ pub async fn register(
     accounts: web::Data<Accounts>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, token) = accounts.register(&body.email, &body.password, &body.name).await?;
+    let (user, token) = accounts
+        .register(&body.email, &body.password, &body.name)
+        .await?;
     Ok(HttpResponse::Created().json(SessionResponse::new(user, token)))
 }
 
@@ -57,6 +59,8 @@ pub async fn login(
     Json(body): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client_ip = req.peer_addr().map(|addr| addr.ip());
-    let (user, token) = accounts.login(&body.email, &body.password, client_ip).await?;
+    let (user, token) = accounts
+        .login(&body.email, &body.password, client_ip)
+        .await?;
     Ok(HttpResponse::Ok().json(SessionResponse::new(user, token)))
 }

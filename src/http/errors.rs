@@ -165,10 +165,17 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             ApiError::Internal(e) => tracing::error!(error = ?e, "request failed"),
-            ApiError::Unavailable(cause) => tracing::warn!(cause = %cause, "dependency unavailable"),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "dependency unavailable")
+            }
             _ => {}
         }
-        let mut response = envelope(self.status_code(), self.code(), &self.public_message(), self.details());
+        let mut response = envelope(
+            self.status_code(),
+            self.code(),
+            &self.public_message(),
+            self.details(),
+        );
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -225,10 +232,18 @@ pub fn envelope_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorH
     let (code, message) = match status {
         StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
         StatusCode::NOT_FOUND => ("not_found", "no such resource"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed on this resource"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this method is not allowed on this resource",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the request body must be application/json"),
-        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "the service is unavailable; retry shortly"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body must be application/json",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "the service is unavailable; retry shortly")
+        }
         s if s.is_server_error() => ("internal_error", "internal error"),
         _ => ("bad_request", "the request was rejected"),
     };
@@ -236,7 +251,9 @@ pub fn envelope_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorH
     let mut replacement: HttpResponse<BoxBody> = envelope(status, code, message, json!({}));
     for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            replacement.headers_mut().insert(name.clone(), value.clone());
+            replacement
+                .headers_mut()
+                .insert(name.clone(), value.clone());
         }
     }
     let res: ServiceResponse<EitherBody<B, BoxBody>> =
@@ -262,7 +279,8 @@ mod tests {
 
     #[test]
     fn internal_errors_hide_their_cause() {
-        let (status, body, _) = body_of(ApiError::Internal(anyhow::anyhow!("SELECT * FROM secret")));
+        let (status, body, _) =
+            body_of(ApiError::Internal(anyhow::anyhow!("SELECT * FROM secret")));
         assert_eq!(status, 500);
         assert_eq!(body["error"]["code"], "internal_error");
         assert!(!body.to_string().contains("SELECT"));

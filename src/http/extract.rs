@@ -36,7 +36,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             early?;
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::InvalidJson(format!("could not read the body: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| ApiError::InvalidJson(format!("could not read the body: {e}")))?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
@@ -49,9 +50,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
 fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
     let is_json = match req.mime_type() {
-        Ok(Some(mime)) => {
-            mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)
-        }
+        Ok(Some(mime)) => mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON),
         Ok(None) | Err(_) => false,
     };
     if !is_json {
@@ -68,16 +67,22 @@ fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses `body` as `T`, classifying failures as 400 or 422.
+/// Parses `body` as `T`, classifying failures: not JSON at all (including
+/// trailing garbage and excessive nesting) is 400; JSON that is not an object,
+/// or an object of the wrong shape, is 422 naming the field. Every request
+/// body of the API is a JSON object.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
+    serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         classify(&inner, &path)
-    })?;
-    de.end().map_err(|e| ApiError::InvalidJson(strip_position(&e.to_string())))?;
-    Ok(value)
+    })
 }
 
 fn classify(err: &serde_json::Error, path: &str) -> ApiError {
@@ -86,9 +91,14 @@ fn classify(err: &serde_json::Error, path: &str) -> ApiError {
     match err.classify() {
         Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(message),
         Category::Data => {
-            let field = named_field(&message)
-                .map(|name| if path == "." { name.to_owned() } else { format!("{path}.{name}") })
-                .unwrap_or_else(|| if path == "." { "body".to_owned() } else { path.to_owned() });
+            // serde_path_to_error's path ends at the unknown field itself,
+            // but stops at the parent of a missing one.
+            let field = match named_field(&message) {
+                Some(name) if path == "." => name.to_owned(),
+                Some(name) if path.rsplit('.').next() != Some(name) => format!("{path}.{name}"),
+                _ if path == "." => "body".to_owned(),
+                _ => path.to_owned(),
+            };
             ApiError::field(field, message)
         }
     }
@@ -142,27 +152,51 @@ mod tests {
 
     #[test]
     fn malformed_json_is_invalid_json() {
-        assert!(matches!(parse_json::<Body>(b"{\"email\": "), Err(ApiError::InvalidJson(_))));
-        assert!(matches!(parse_json::<Body>(b"not json"), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(
+            parse_json::<Body>(b"{\"email\": "),
+            Err(ApiError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(b"not json"),
+            Err(ApiError::InvalidJson(_))
+        ));
         assert!(matches!(
             parse_json::<Body>(br#"{"email":"a","count":1} trailing"#),
+            Err(ApiError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(br#"{"email":"a"} trailing"#),
             Err(ApiError::InvalidJson(_))
         ));
     }
 
     #[test]
     fn wrong_shapes_name_the_field() {
-        assert_eq!(field_of(parse_json::<Body>(br#"{"count":1}"#).unwrap_err()), "email");
-        assert_eq!(field_of(parse_json::<Body>(br#"{"email":"a","count":-1}"#).unwrap_err()), "count");
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"count":1}"#).unwrap_err()),
+            "email"
+        );
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"{"email":"a","count":-1}"#).unwrap_err()),
+            "count"
+        );
         assert_eq!(
             field_of(parse_json::<Body>(br#"{"email":"a","count":1,"admin":true}"#).unwrap_err()),
             "admin"
         );
+        assert_eq!(
+            field_of(parse_json::<Body>(br#"["a", 1]"#).unwrap_err()),
+            "body"
+        );
+        assert_eq!(field_of(parse_json::<Body>(b"42").unwrap_err()), "body");
     }
 
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
-        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(parse_json::<serde_json::Value>(deep.as_bytes()), Err(ApiError::InvalidJson(_))));
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(
+            parse_json::<serde_json::Value>(deep.as_bytes()),
+            Err(ApiError::InvalidJson(_))
+        ));
     }
 }

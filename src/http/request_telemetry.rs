@@ -60,7 +60,8 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id =
+            incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         req.extensions_mut().insert(RequestId(request_id.clone()));
         let method = req.method().to_string();
         let span = tracing::info_span!(

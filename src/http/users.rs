@@ -29,7 +29,9 @@ impl PageQuery {
     fn limit(&self) -> Result<u32, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE_SIZE}")));
+            return Err(ApiError::InvalidQuery(format!(
+                "limit must be between 1 and {MAX_PAGE_SIZE}"
+            )));
         }
         Ok(limit)
     }
@@ -38,14 +40,20 @@ impl PageQuery {
     fn after(&self) -> Result<Option<Uuid>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::InvalidQuery("cursor is not valid".to_owned())))
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::InvalidQuery("cursor is not valid".to_owned()))
+            })
             .transpose()
     }
 }
 
 pub async fn me(user: AuthUser, accounts: web::Data<Accounts>) -> Result<HttpResponse, ApiError> {
     // A valid token for an account that no longer exists proves nothing.
-    let user = accounts.find(user.id).await?.ok_or(ApiError::Unauthorized)?;
+    let user = accounts
+        .find(user.id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
     Ok(HttpResponse::Ok().json(user))
 }
 

@@ -90,7 +90,10 @@ mod tests {
             assert_eq!(gcra.decide_at("k", q, Op::Peek, now), Decision::Allowed);
         }
         assert_eq!(gcra.decide_at("k", q, Op::Record, now), Decision::Allowed);
-        assert!(matches!(gcra.decide_at("k", q, Op::Peek, now), Decision::Limited { .. }));
+        assert!(matches!(
+            gcra.decide_at("k", q, Op::Peek, now),
+            Decision::Limited { .. }
+        ));
     }
 
     #[test]

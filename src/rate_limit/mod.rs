@@ -34,7 +34,9 @@ impl Quota {
 pub enum Decision {
     Allowed,
     /// Denied; the next event conforms after this long.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 /// What to do with a key: look whether one more event would conform, or

@@ -33,7 +33,12 @@ return 0
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
 
-pub async fn decide(redis: &RedisConn, key: &str, quota: Quota, op: Op) -> anyhow::Result<Decision> {
+pub async fn decide(
+    redis: &RedisConn,
+    key: &str,
+    quota: Quota,
+    op: Op,
+) -> anyhow::Result<Decision> {
     let mut conn = redis.connection();
     let interval_us = quota.emission_interval().as_micros() as u64;
     let window_us = quota.window.as_micros() as u64;

@@ -1,0 +1,11 @@
+//! Integration tests: one binary for the whole suite. Each test spawns the
+//! engine with its own database; `backend_test!` runs a test on both
+//! PostgreSQL and SQLite.
+
+mod support;
+
+mod auth;
+mod errors;
+mod ops;
+mod processes;
+mod users;

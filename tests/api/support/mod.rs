@@ -1,0 +1,36 @@
+//! Test support: spawning the engine with its own database, a typed HTTP
+//! client, and helpers for processes and outages.
+
+pub mod app;
+pub mod backends;
+pub mod process;
+pub mod proxy;
+
+pub use app::TestApp;
+pub use backends::Backend;
+
+/// Declares one test per database backend. The body runs with `$app` bound to
+/// a freshly spawned [`TestApp`]: `postgres` (with Redis) and `sqlite`
+/// (embedded, Redis disabled).
+#[macro_export]
+macro_rules! backend_test {
+    ($(#[$meta:meta])* async fn $name:ident($app:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let $app = $crate::support::TestApp::spawn($crate::support::Backend::Postgres).await;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::support::TestApp::spawn($crate::support::Backend::Sqlite).await;
+                $body
+            }
+        }
+    };
+}
