@@ -1,9 +1,11 @@
 //! Typed settings.
 //!
-//! Layers, later ones win: the defaults compiled into the binary
-//! (`config/default.toml`), the per-environment file `config/<env>.toml` from the
-//! config directory (if present), then environment variables
-//! `ORDERFLOW__SECTION__KEY`. `ORDERFLOW_ENV` picks the environment.
+//! Layers, later ones win: the files compiled into the binary
+//! (`config/default.toml`, then `config/<env>.toml`), the same per-environment
+//! file from the config directory on disk if present (operators' overrides),
+//! then environment variables `ORDERFLOW__SECTION__KEY`. `ORDERFLOW_ENV` picks
+//! the environment. Compiling the files in means an installed binary behaves
+//! the same wherever it is started from.
 //!
 //! Invariants: an unknown key anywhere is an error that names it; secrets are
 //! wrapped in [`SecretString`] so they never reach logs; production refuses the
@@ -17,8 +19,11 @@ use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// Compiled-in defaults, so the binary runs from any directory.
+/// Compiled-in settings, so the binary runs from any directory.
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const DEVELOPMENT_TOML: &str = include_str!("../config/development.toml");
+const TEST_TOML: &str = include_str!("../config/test.toml");
+const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 
 /// The JWT secret shipped in `config/default.toml`. Fine for development and
 /// tests; production refuses to start with it.
@@ -40,6 +45,14 @@ impl Environment {
             Environment::Development => "development",
             Environment::Test => "test",
             Environment::Production => "production",
+        }
+    }
+
+    fn embedded_toml(self) -> &'static str {
+        match self {
+            Environment::Development => DEVELOPMENT_TOML,
+            Environment::Test => TEST_TOML,
+            Environment::Production => PRODUCTION_TOML,
         }
     }
 
@@ -246,6 +259,10 @@ impl Settings {
                 DEFAULT_TOML,
                 config::FileFormat::Toml,
             ))
+            .add_source(config::File::from_str(
+                environment.embedded_toml(),
+                config::FileFormat::Toml,
+            ))
             .add_source(config::File::from(env_file).required(false))
             .add_source(
                 config::Environment::with_prefix("ORDERFLOW")
@@ -358,6 +375,22 @@ mod tests {
         assert!(format!("{err:#}").contains("prot"), "{err:#}");
         let err = load(Environment::Development, &[("ORDERFLOW__NOPE__X", "1")]).unwrap_err();
         assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    }
+
+    #[test]
+    fn per_environment_settings_apply_without_a_config_directory() {
+        let s = load(
+            Environment::Production,
+            &[(
+                "ORDERFLOW__AUTH__JWT_SECRET",
+                "a-production-secret-that-is-long-enough-0001",
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.telemetry.log_format, LogFormat::Json);
+        assert_eq!(s.http.host, "0.0.0.0");
+        let t = load(Environment::Test, &[]).unwrap();
+        assert_eq!(t.http.port, 0);
     }
 
     #[test]

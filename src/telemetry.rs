@@ -5,6 +5,7 @@
 //! with a Prometheus recorder. A metrics recorder is process-wide by nature,
 //! so it is installed once per process, whatever the number of apps built.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -42,7 +43,13 @@ pub fn init_tracing(settings: &TelemetrySettings) {
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Pretty => registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
+            .try_init(),
     };
     // Already installed (tests, or a second app in one process): keep it.
     drop(result);

@@ -288,3 +288,71 @@ async fn cli_migrates_and_creates_an_admin_who_can_log_in() {
     users.assert_status(200);
     assert!(engine.stderr_so_far().is_empty() || !engine.stderr_so_far().contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_logs_are_json_lines_without_secrets() {
+    const JWT_SECRET: &str = "production-jwt-secret-that-is-long-enough-42";
+    const REDIS_PASSWORD: &str = "redis-password-never-logged";
+    const LOGIN_PASSWORD: &str = "login-password-never-logged";
+    let workdir = tempfile::tempdir().unwrap();
+    let mut cmd = orderflow_command(workdir.path());
+    cmd.env("ORDERFLOW_ENV", "production")
+        .env("ORDERFLOW__HTTP__HOST", "127.0.0.1")
+        .env("ORDERFLOW__HTTP__PORT", "0")
+        .env("ORDERFLOW__AUTH__JWT_SECRET", JWT_SECRET)
+        .env(
+            "ORDERFLOW__DATABASE__URL",
+            format!("sqlite://{}", workdir.path().join("prod.db").display()),
+        )
+        // Configured but unreachable: the engine starts degraded and says so.
+        .env(
+            "ORDERFLOW__REDIS__URL",
+            format!("redis://:{REDIS_PASSWORD}@127.0.0.1:1/0"),
+        )
+        .env("ORDERFLOW__REDIS__CONNECT_TIMEOUT_MS", "200");
+    let engine = EngineProcess::start(cmd);
+    let client = http_client();
+    let ready = read(client.get(engine.url("/readyz")).send().await.unwrap()).await;
+    ready.assert_status(200);
+    assert_eq!(ready.body["status"], "degraded");
+    assert_eq!(ready.body["components"]["redis"], "down");
+    let login = client
+        .post(engine.url("/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "nobody@example.com", "password": LOGIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 401);
+
+    let (status, stdout, stderr) = engine.terminate_and_collect();
+    assert!(status.success());
+    let logs: Vec<&String> = stdout
+        .iter()
+        .filter(|l| !l.starts_with("orderflow listening on "))
+        .collect();
+    assert!(
+        logs.len() >= 3,
+        "expected start-up and request logs, got {logs:?}"
+    );
+    for line in &logs {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("\"request finished\"")
+            && l.contains("/api/v1/auth/login")
+            && l.contains("request.id")),
+        "request logs carry the route and request id"
+    );
+    let everything = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+    for secret in [JWT_SECRET, REDIS_PASSWORD, LOGIN_PASSWORD] {
+        assert!(
+            !everything.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub fn orderflow_command(workdir: &Path) -> Command {
 pub struct EngineProcess {
     child: Child,
     pub address: String,
+    stdout_lines: mpsc::Receiver<String>,
     stderr_lines: mpsc::Receiver<String>,
 }
 
@@ -38,12 +39,14 @@ impl EngineProcess {
             .spawn()
             .expect("spawning orderflow");
         let (addr_tx, addr_rx) = mpsc::channel();
+        let (out_tx, stdout_lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout piped");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(address) = line.strip_prefix("orderflow listening on ") {
                     let _ = addr_tx.send(address.trim().to_owned());
                 }
+                let _ = out_tx.send(line);
             }
         });
         let (err_tx, stderr_lines) = mpsc::channel();
@@ -67,6 +70,7 @@ impl EngineProcess {
         EngineProcess {
             child,
             address,
+            stdout_lines,
             stderr_lines,
         }
     }
@@ -79,8 +83,22 @@ impl EngineProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM, waits for the process to exit, and returns its exit
+    /// status with everything it wrote to stdout and stderr.
+    pub fn terminate_and_collect(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let status = self.signal_term_and_wait();
+        // The reader threads end at EOF, once the process is gone.
+        let stdout = self.stdout_lines.iter().collect();
+        let stderr = self.stderr_lines.iter().collect();
+        (status, stdout, stderr)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
+        self.signal_term_and_wait()
+    }
+
+    fn signal_term_and_wait(&mut self) -> ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
