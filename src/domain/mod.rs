@@ -1,6 +1,7 @@
 //! Pure domain types: values that can only be built valid (`parse() -> Result`)
 //! and the rules that go with them. Nothing here touches I/O.
 
+pub mod inventory;
 pub mod user;
 
 /// A field-level validation failure: which input field, and why.
