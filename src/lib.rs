@@ -5,6 +5,7 @@
 //! tokens, accounts), `rate_limit`, `redis_conn`, `health`, `telemetry`,
 //! `http` (the REST shell) and `startup` (wiring). See docs/architecture.md.
 
+pub mod actors;
 pub mod auth;
 pub mod cli;
 pub mod config;

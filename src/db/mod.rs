@@ -9,6 +9,9 @@
 //! Error policy: queries return `diesel::QueryResult`; [`DbError`] adds "could
 //! not get a connection", which the HTTP layer answers with 503.
 
+pub mod inventory;
+pub mod outbox;
+pub mod products;
 pub mod schema;
 pub mod users;
 

@@ -13,3 +13,73 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    products (sku) {
+        sku -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        price -> BigInt,
+        currency -> Text,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    inventory (sku) {
+        sku -> Text,
+        on_hand -> BigInt,
+        reserved -> BigInt,
+        version -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> Text,
+        sku -> Text,
+        order_id -> Text,
+        quantity -> BigInt,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    inventory_movements (id) {
+        id -> Text,
+        sku -> Text,
+        kind -> Text,
+        on_hand_delta -> BigInt,
+        reserved_delta -> BigInt,
+        order_id -> Nullable<Text>,
+        note -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        event_type -> Text,
+        aggregate_id -> Text,
+        payload -> Text,
+        created_at -> Timestamp,
+        published_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(inventory -> products (sku));
+diesel::joinable!(reservations -> inventory (sku));
+diesel::joinable!(inventory_movements -> inventory (sku));
+diesel::allow_tables_to_appear_in_same_query!(
+    products,
+    inventory,
+    reservations,
+    inventory_movements,
+    outbox,
+    users
+);

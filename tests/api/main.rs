@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod errors;
+mod inventory_store;
 mod ops;
 mod processes;
 mod users;

@@ -1,0 +1,299 @@
+//! One group commit of a SKU actor, as a plain async function: plan the queued
+//! operations against the stock, write the plan in one transaction, and on a
+//! conflict with another engine process reload and plan again.
+//!
+//! Refusals are truthful (I8): before answering `out_of_stock` or "no such
+//! reservation" the stock is reloaded from the database once, because another
+//! process may have released stock this actor has not seen.
+
+use chrono::{NaiveDateTime, Utc};
+use serde_json::json;
+
+use crate::db::inventory::{self, BatchError, BatchWrite, NewMovementRow, ReservationRow};
+use crate::db::outbox::NewOutboxRow;
+use crate::db::{Database, DbError};
+use crate::domain::inventory::{
+    Reservation, SkuStock, StockChange, StockError, StockLevels, StockOp, StockOutcome,
+};
+
+/// Plan-and-write attempts before a batch gives up under contention.
+const MAX_ATTEMPTS: usize = 4;
+
+/// The stock as last committed, with its row version.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub stock: SkuStock,
+    pub version: i64,
+}
+
+pub type OpResult = Result<StockOutcome, StockError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no such SKU")]
+    UnknownSku,
+    #[error("stored stock is inconsistent: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+pub async fn load(db: &Database, sku: &str) -> Result<Committed, LoadError> {
+    let mut conn = db.conn().await?;
+    let (levels, rows) = inventory::load(&mut conn, sku)
+        .await
+        .map_err(DbError::from)?
+        .ok_or(LoadError::UnknownSku)?;
+    let reservations = rows
+        .into_iter()
+        .map(to_reservation)
+        .collect::<Result<Vec<_>, _>>()?;
+    let stock = SkuStock::new(
+        StockLevels {
+            on_hand: levels.on_hand,
+            reserved: levels.reserved,
+        },
+        reservations,
+    )
+    .map_err(LoadError::Corrupt)?;
+    Ok(Committed {
+        stock,
+        version: levels.version,
+    })
+}
+
+fn to_reservation(row: ReservationRow) -> Result<Reservation, LoadError> {
+    let parse = |s: &str| {
+        uuid::Uuid::parse_str(s).map_err(|e| LoadError::Corrupt(format!("bad uuid `{s}`: {e}")))
+    };
+    Ok(Reservation {
+        id: parse(&row.id)?,
+        order_id: parse(&row.order_id)?,
+        quantity: row.quantity,
+        expires_at: row.expires_at.and_utc(),
+    })
+}
+
+/// Runs one batch. On success returns the new committed state and one result
+/// per operation, in order.
+pub async fn run(
+    db: &Database,
+    sku: &str,
+    mut current: Committed,
+    ops: &[StockOp],
+) -> Result<(Committed, Vec<OpResult>), LoadError> {
+    let mut reloaded = false;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut working = current.stock.clone();
+        let now = Utc::now().naive_utc();
+        let (results, batch) = plan(sku, &mut working, ops, now);
+        let doubtful = results.iter().any(|r| {
+            matches!(
+                r,
+                Err(StockError::OutOfStock { .. } | StockError::ReservationNotFound { .. })
+            )
+        });
+        if doubtful && !reloaded {
+            current = load(db, sku).await?;
+            reloaded = true;
+            continue;
+        }
+        if batch.is_empty() {
+            return Ok((current_with(working, current.version), results));
+        }
+        let mut conn = db.conn().await?;
+        match inventory::write_batch(&mut conn, sku, &batch, now).await {
+            Ok(levels) => {
+                let expected = working.levels();
+                if (levels.on_hand, levels.reserved) != (expected.on_hand, expected.reserved) {
+                    // Another process changed this SKU too: our view is stale.
+                    drop(conn);
+                    return Ok((load(db, sku).await?, results));
+                }
+                return Ok((current_with(working, levels.version), results));
+            }
+            Err(BatchError::Conflict) => {
+                drop(conn);
+                current = load(db, sku).await?;
+                reloaded = true;
+            }
+            Err(BatchError::Query(e)) => return Err(LoadError::Db(DbError::Query(e))),
+        }
+    }
+    Err(LoadError::Db(DbError::Unavailable(format!(
+        "inventory of {sku} kept changing under {MAX_ATTEMPTS} attempts"
+    ))))
+}
+
+fn current_with(stock: SkuStock, version: i64) -> Committed {
+    Committed { stock, version }
+}
+
+trait BatchIsEmpty {
+    fn is_empty(&self) -> bool;
+}
+
+impl BatchIsEmpty for BatchWrite {
+    fn is_empty(&self) -> bool {
+        self.on_hand_delta == 0
+            && self.reserved_delta == 0
+            && self.inserted.is_empty()
+            && self.removed_ids.is_empty()
+            && self.movements.is_empty()
+    }
+}
+
+/// Applies `ops` in order to `stock` and collects what must be written.
+pub fn plan(
+    sku: &str,
+    stock: &mut SkuStock,
+    ops: &[StockOp],
+    now: NaiveDateTime,
+) -> (Vec<OpResult>, BatchWrite) {
+    let mut batch = BatchWrite::default();
+    let results = ops
+        .iter()
+        .map(|op| {
+            let change = stock.apply(op)?;
+            add_change(sku, &mut batch, &change, now);
+            Ok(change.outcome)
+        })
+        .collect();
+    (results, batch)
+}
+
+fn add_change(sku: &str, batch: &mut BatchWrite, change: &StockChange, now: NaiveDateTime) {
+    batch.on_hand_delta += change.on_hand_delta;
+    batch.reserved_delta += change.reserved_delta;
+    if let Some(r) = &change.inserted {
+        batch.inserted.push(ReservationRow {
+            id: r.id.to_string(),
+            sku: sku.to_owned(),
+            order_id: r.order_id.to_string(),
+            quantity: r.quantity,
+            expires_at: r.expires_at.naive_utc(),
+            created_at: now,
+        });
+        batch.events.push(NewOutboxRow::new(
+            "inventory.reserved",
+            sku,
+            &json!({ "sku": sku, "order_id": r.order_id, "reservation_id": r.id, "quantity": r.quantity, "expires_at": r.expires_at }),
+            now,
+        ));
+    }
+    for r in &change.removed {
+        let id = r.id.to_string();
+        // Reserved and removed within one batch: neither row is written.
+        if let Some(pos) = batch.inserted.iter().position(|row| row.id == id) {
+            batch.inserted.remove(pos);
+        } else {
+            batch.removed_ids.push(id);
+        }
+    }
+    for m in &change.movements {
+        batch.movements.push(NewMovementRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            sku: sku.to_owned(),
+            kind: m.kind.as_str().to_owned(),
+            on_hand_delta: m.on_hand_delta,
+            reserved_delta: m.reserved_delta,
+            order_id: m.order_id.map(|o| o.to_string()),
+            note: m.note.clone(),
+            created_at: now,
+        });
+    }
+    let event = match &change.outcome {
+        StockOutcome::Released(Some(r)) => Some((
+            "inventory.released",
+            json!({ "sku": sku, "order_id": r.order_id, "quantity": r.quantity, "reason": "released" }),
+        )),
+        StockOutcome::Expired(expired) if !expired.is_empty() => Some((
+            "inventory.released",
+            json!({ "sku": sku, "reason": "expired", "reservations": expired.iter().map(|r| json!({"order_id": r.order_id, "quantity": r.quantity})).collect::<Vec<_>>() }),
+        )),
+        StockOutcome::Restocked | StockOutcome::Adjusted => Some((
+            "inventory.restocked",
+            json!({ "sku": sku, "on_hand_delta": change.on_hand_delta }),
+        )),
+        StockOutcome::Reserved(_)
+        | StockOutcome::AlreadyReserved(_)
+        | StockOutcome::Committed(_)
+        | StockOutcome::Released(None)
+        | StockOutcome::Expired(_) => None,
+    };
+    if let Some((event_type, payload)) = event {
+        batch
+            .events
+            .push(NewOutboxRow::new(event_type, sku, &payload, now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use uuid::Uuid;
+
+    fn reserve(order: u128, quantity: i64) -> StockOp {
+        StockOp::Reserve {
+            reservation_id: Uuid::from_u128(order + 100),
+            order_id: Uuid::from_u128(order),
+            quantity,
+            expires_at: Utc::now() + Duration::minutes(15),
+        }
+    }
+
+    #[test]
+    fn one_batch_sums_counters_and_answers_each_op_in_order() {
+        let mut stock = SkuStock::new(
+            StockLevels {
+                on_hand: 2,
+                reserved: 0,
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        let now = Utc::now().naive_utc();
+        let (results, batch) = plan(
+            "s",
+            &mut stock,
+            &[reserve(1, 1), reserve(2, 1), reserve(3, 1)],
+            now,
+        );
+        assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
+        assert!(matches!(results[1], Ok(StockOutcome::Reserved(_))));
+        assert!(matches!(
+            results[2],
+            Err(StockError::OutOfStock {
+                requested: 1,
+                available: 0
+            })
+        ));
+        assert_eq!(batch.reserved_delta, 2);
+        assert_eq!(batch.inserted.len(), 2);
+        assert_eq!(batch.movements.len(), 2);
+        assert_eq!(batch.events.len(), 2);
+    }
+
+    #[test]
+    fn reserve_then_release_in_one_batch_writes_no_rows() {
+        let mut stock = SkuStock::new(
+            StockLevels {
+                on_hand: 2,
+                reserved: 0,
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        let now = Utc::now().naive_utc();
+        let ops = [
+            reserve(1, 1),
+            StockOp::Release {
+                order_id: Uuid::from_u128(1),
+            },
+        ];
+        let (_, batch) = plan("s", &mut stock, &ops, now);
+        assert_eq!(batch.reserved_delta, 0);
+        assert!(batch.inserted.is_empty() && batch.removed_ids.is_empty());
+    }
+}
