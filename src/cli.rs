@@ -68,7 +68,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     // Plain stdout, not a log line: scripts and tests read the bound port here.
     println!("orderflow listening on {}", app.address());
-    app.run_until_stopped().await?;
+    app.run_until_signalled().await?;
     tracing::info!("orderflow stopped");
     Ok(())
 }

@@ -314,9 +314,24 @@ impl Settings {
             }
         } else if secret.is_empty() {
             bail!("auth.jwt_secret must not be empty");
+        } else if secret == DEVELOPMENT_JWT_SECRET && !is_loopback(&self.http.host) {
+            // The development secret is public: anyone could mint admin
+            // tokens. Forgetting ORDERFLOW_ENV must not expose that.
+            bail!(
+                "refusing to listen on {} with the development JWT secret: set \
+                 ORDERFLOW__AUTH__JWT_SECRET, or listen on a loopback address",
+                self.http.host
+            );
         }
         Ok(())
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn available_cores() -> usize {
@@ -423,6 +438,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.environment, Environment::Production);
+    }
+
+    #[test]
+    fn development_secret_is_refused_off_loopback() {
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__HTTP__HOST", "0.0.0.0")],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("development JWT secret"),
+            "{err:#}"
+        );
+        assert!(load(
+            Environment::Development,
+            &[("ORDERFLOW__HTTP__HOST", "::1")]
+        )
+        .is_ok());
+        assert!(load(
+            Environment::Development,
+            &[
+                ("ORDERFLOW__HTTP__HOST", "0.0.0.0"),
+                (
+                    "ORDERFLOW__AUTH__JWT_SECRET",
+                    "a-secret-of-the-operators-own-choosing"
+                ),
+            ],
+        )
+        .is_ok());
     }
 
     #[test]

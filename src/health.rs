@@ -3,12 +3,14 @@
 //! A periodic check (every `telemetry.health_check_interval_ms`) and every
 //! `/readyz` call run the same bounded probes and keep the
 //! `service_health_status{component}` gauge current, so the metric recovers
-//! by itself when a dependency comes back.
+//! by itself when a dependency comes back. The database probe has a pool (of
+//! one connection) of its own: a busy request pool is not a down database.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::DatabaseSettings;
 use crate::db::Database;
 use crate::redis_conn::RedisConn;
 use crate::telemetry::HEALTH_STATUS;
@@ -49,8 +51,16 @@ pub struct HealthMonitor {
 }
 
 impl HealthMonitor {
-    pub fn new(db: Database, redis: Option<RedisConn>) -> HealthMonitor {
-        HealthMonitor { db, redis }
+    pub fn new(
+        database: &DatabaseSettings,
+        redis: Option<RedisConn>,
+    ) -> anyhow::Result<HealthMonitor> {
+        let mut probe = database.clone();
+        probe.pool_size = Some(1);
+        Ok(HealthMonitor {
+            db: Database::connect(&probe)?,
+            redis,
+        })
     }
 
     /// Probes every component and updates the gauges.

@@ -1,7 +1,10 @@
 //! Building and running the engine: `Application::build(settings)` wires the
 //! database, Redis, services and HTTP server and binds the listener (port 0
-//! picks a free port, reported by [`Application::port`]); `run_until_stopped`
-//! serves until SIGTERM/SIGINT, then drains in-flight requests.
+//! picks a free port, reported by [`Application::port`]);
+//! `run_until_signalled` serves until SIGTERM or SIGINT, then drains in-flight
+//! requests for up to `http.shutdown_timeout_s`. actix's own signal handling
+//! is off: it treats SIGINT as a forced stop, and it would install process-wide
+//! handlers in every embedding (tests included).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -57,7 +60,10 @@ impl Application {
         );
         accounts.ensure_bootstrap_admin(&settings.auth).await?;
 
-        let health = HealthMonitor::new(db.clone(), redis.clone());
+        // The first unknown-email login would otherwise compute it on a worker.
+        tokio::task::spawn_blocking(crate::auth::password::dummy_hash).await?;
+
+        let health = HealthMonitor::new(&settings.database, redis.clone())?;
         health.check().await;
         health.clone().spawn_periodic(Duration::from_millis(
             settings.telemetry.health_check_interval_ms.max(50),
@@ -89,6 +95,7 @@ impl Application {
         .listen(listener)?
         .workers(settings.http.workers())
         .shutdown_timeout(settings.http.shutdown_timeout_s)
+        .disable_signals()
         .run();
 
         Ok(Application {
@@ -111,7 +118,36 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped through [`Application::handle`].
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
+    /// connections, in-flight requests finish (bounded by the shutdown timeout).
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            match shutdown_signal().await {
+                Ok(name) => tracing::info!(signal = name, "shutting down gracefully"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for shutdown signals; stopping")
+                }
+            }
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        signals.abort();
+        result
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }

@@ -1,10 +1,12 @@
 //! Account use cases: register, log in, look up, create (CLI) and the
 //! bootstrap admin.
 //!
-//! Login failures are rate limited per email and per client IP. A limited key
-//! is refused before the password is even checked, so a guesser learns
-//! nothing more once the budget is spent. Unknown emails cost the same time as
-//! wrong passwords, and both get the same answer.
+//! Login failures are rate limited per email and per client IP. Each attempt
+//! takes one unit of both budgets *before* the password is checked, and a
+//! successful login gives them back; so concurrent guesses cannot overrun the
+//! budget, and once it is spent a guesser learns nothing more. Unknown emails
+//! cost the same time as wrong passwords, and both get the same answer.
+//! Rate-limit keys are hashed, so no email address is stored in Redis.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -32,6 +34,9 @@ pub enum AccountError {
     InvalidCredentials,
     #[error("too many failed logins")]
     RateLimited { retry_after: Duration },
+    /// Too many password hashes already running; retry shortly.
+    #[error("password hashing is at capacity")]
+    Overloaded,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -96,57 +101,70 @@ impl Accounts {
         password: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<(User, IssuedToken), AccountError> {
-        let email_key = email.trim().to_lowercase();
-        let ip_key = client_ip.map(|ip| ip.to_string());
-        self.ensure_not_limited(&email_key, ip_key.as_deref())
-            .await?;
+        let parsed = Email::parse(email).ok();
+        let email_key = limit_key(parsed.as_ref().map_or("<invalid email>", Email::as_str));
+        let ip_key = client_ip.map(|ip| limit_key(&ip.to_string()));
+        self.take_attempt(&email_key, ip_key.as_deref()).await?;
 
-        let mut conn = self.db.conn().await?;
-        let row = match Email::parse(email) {
-            Ok(email) => users::find_by_email(&mut conn, email.as_str()).await?,
-            Err(_) => None,
+        let outcome = self.check_credentials(parsed.as_ref(), password).await;
+        if matches!(
+            outcome,
+            Ok(_) | Err(AccountError::Db(_) | AccountError::Internal(_) | AccountError::Overloaded)
+        ) {
+            // Only a wrong password counts against the budget.
+            self.give_back_attempt(&email_key, ip_key.as_deref()).await;
+        }
+        let user = outcome?;
+        let token = self.tokens.issue(user.id, user.role)?;
+        Ok((user, token))
+    }
+
+    async fn check_credentials(
+        &self,
+        email: Option<&Email>,
+        password: &str,
+    ) -> Result<User, AccountError> {
+        let row = match email {
+            Some(email) => {
+                let mut conn = self.db.conn().await?;
+                users::find_by_email(&mut conn, email.as_str()).await?
+            }
+            None => None,
         };
-        drop(conn);
         let phc = row
             .as_ref()
             .map(|r| r.password_hash.clone())
             .unwrap_or_else(|| password::dummy_hash().to_owned());
-        let matches = password::verify(password.to_owned(), phc).await?;
+        let matches = password::verify(password.to_owned(), phc)
+            .await
+            .map_err(password_error)?;
         match row {
-            Some(row) if matches => {
-                let user = to_user(row)?;
-                let token = self.tokens.issue(user.id, user.role)?;
-                Ok((user, token))
-            }
-            _ => {
-                self.failures_by_email.record(&email_key).await;
-                if let Some(ip) = &ip_key {
-                    self.failures_by_ip.record(ip).await;
-                }
-                Err(AccountError::InvalidCredentials)
-            }
+            Some(row) if matches => to_user(row),
+            _ => Err(AccountError::InvalidCredentials),
         }
     }
 
-    async fn ensure_not_limited(
+    async fn take_attempt(
         &self,
         email_key: &str,
         ip_key: Option<&str>,
     ) -> Result<(), AccountError> {
-        let mut decisions = vec![self.failures_by_email.peek(email_key).await];
-        if let Some(ip) = ip_key {
-            decisions.push(self.failures_by_ip.peek(ip).await);
+        if let Decision::Limited { retry_after } = self.failures_by_email.record(email_key).await {
+            return Err(AccountError::RateLimited { retry_after });
         }
-        let wait = decisions
-            .into_iter()
-            .filter_map(|d| match d {
-                Decision::Allowed => None,
-                Decision::Limited { retry_after } => Some(retry_after),
-            })
-            .max();
-        match wait {
-            Some(retry_after) => Err(AccountError::RateLimited { retry_after }),
-            None => Ok(()),
+        if let Some(ip) = ip_key {
+            if let Decision::Limited { retry_after } = self.failures_by_ip.record(ip).await {
+                self.failures_by_email.refund(email_key).await;
+                return Err(AccountError::RateLimited { retry_after });
+            }
+        }
+        Ok(())
+    }
+
+    async fn give_back_attempt(&self, email_key: &str, ip_key: Option<&str>) {
+        self.failures_by_email.refund(email_key).await;
+        if let Some(ip) = ip_key {
+            self.failures_by_ip.refund(ip).await;
         }
     }
 
@@ -167,7 +185,9 @@ impl Accounts {
     /// [`AccountError::EmailTaken`], decided by the unique index, so two
     /// concurrent registrations cannot both win.
     pub async fn create(&self, new: NewUser) -> Result<User, AccountError> {
-        let hash = password::hash(new.password.expose().to_owned()).await?;
+        let hash = password::hash(new.password.expose().to_owned())
+            .await
+            .map_err(password_error)?;
         let id = Uuid::now_v7();
         let now = Utc::now().naive_utc();
         let id_text = id.to_string();
@@ -231,6 +251,21 @@ impl Accounts {
             Err(e) => Err(anyhow::anyhow!("creating bootstrap admin: {e}")),
         }
     }
+}
+
+fn password_error(e: password::HashError) -> AccountError {
+    match e {
+        password::HashError::Busy => AccountError::Overloaded,
+        password::HashError::Failed(e) => AccountError::Internal(e),
+    }
+}
+
+/// Rate-limit keys: a short digest, so that keys are bounded in size and
+/// carry no personal data.
+fn limit_key(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn to_user(row: UserRow) -> Result<User, AccountError> {

@@ -27,7 +27,7 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::config::{DatabaseSettings, DatabaseTarget};
 
@@ -70,6 +70,7 @@ enum Pools {
 pub struct Database {
     pools: Pools,
     target: DatabaseTarget,
+    connect_timeout: Duration,
 }
 
 /// A pooled connection of either backend; see [`with_conn!`](crate::with_conn).
@@ -173,7 +174,11 @@ impl Database {
                 Pools::Sqlite(pool)
             }
         };
-        Ok(Database { pools, target })
+        Ok(Database {
+            pools,
+            target,
+            connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -213,24 +218,60 @@ impl Database {
     /// thread of its own rather than blocking the async runtime.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let target = self.target.clone();
+        let connect_timeout = self.connect_timeout;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("orderflow-migrate".into())
             .spawn(move || {
-                let _ = tx.send(run_migrations(&target));
+                let _ = tx.send(run_migrations(&target, connect_timeout));
             })
             .context("spawning the migration thread")?;
         rx.await.context("the migration thread died")?
     }
 }
 
-fn run_migrations(target: &DatabaseTarget) -> anyhow::Result<usize> {
+/// Key of the PostgreSQL advisory lock that serialises migrations, so that
+/// several engine processes starting together do not race.
+const MIGRATION_LOCK_KEY: i64 = 0x6f72_6465_7266_6c6f; // "orderflo"
+
+fn run_migrations(target: &DatabaseTarget, connect_timeout: Duration) -> anyhow::Result<usize> {
     let applied = match target {
         DatabaseTarget::Postgres(url) => {
-            let mut conn = connect_postgres_blocking(url)?;
-            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map_err(|e| anyhow::anyhow!("PostgreSQL migrations failed: {e}"))?
-                .len()
+            // Diesel's harness is synchronous; the async connection underneath
+            // needs a runtime with timers and IO driven by its own worker.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("starting the migration runtime")?;
+            let conn = rt
+                .block_on(async {
+                    tokio::time::timeout(
+                        connect_timeout,
+                        <AsyncPgConnection as AsyncConnection>::establish(url.expose_secret()),
+                    )
+                    .await
+                })
+                .map_err(|_| {
+                    anyhow::anyhow!("connecting to PostgreSQL timed out after {connect_timeout:?}")
+                })?
+                .map_err(|e| {
+                    anyhow::anyhow!("connecting to PostgreSQL: {}", redact_url_errors(&e))
+                })?;
+            let _runtime = rt.enter();
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+            use diesel::RunQueryDsl;
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .execute(&mut conn)
+                .context("taking the migration lock")?;
+            let result = conn
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|applied| applied.len())
+                .map_err(|e| anyhow::anyhow!("PostgreSQL migrations failed: {e}"));
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .execute(&mut conn)
+                .context("releasing the migration lock")?;
+            result?
         }
         DatabaseTarget::Sqlite(path) => {
             let mut conn = SqliteConnection::establish(&path.to_string_lossy())
@@ -243,14 +284,6 @@ fn run_migrations(target: &DatabaseTarget) -> anyhow::Result<usize> {
         }
     };
     Ok(applied)
-}
-
-fn connect_postgres_blocking(
-    url: &SecretString,
-) -> anyhow::Result<AsyncConnectionWrapper<AsyncPgConnection>> {
-    // The error text of a failed connect can echo the URL; keep it out.
-    <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(url.expose_secret())
-        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {}", redact_url_errors(&e)))
 }
 
 fn redact_url_errors(error: &diesel::ConnectionError) -> String {

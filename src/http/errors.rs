@@ -210,6 +210,7 @@ impl From<AccountError> for ApiError {
             AccountError::EmailTaken => ApiError::EmailTaken,
             AccountError::InvalidCredentials => ApiError::Unauthorized,
             AccountError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            AccountError::Overloaded => ApiError::Overloaded,
             AccountError::Db(e) => e.into(),
             AccountError::Internal(e) => ApiError::Internal(e),
         }

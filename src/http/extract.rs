@@ -50,7 +50,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
 fn check_headers(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
     let is_json = match req.mime_type() {
-        Ok(Some(mime)) => mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON),
+        Ok(Some(mime)) => {
+            mime.type_() == mime::APPLICATION
+                && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+        }
         Ok(None) | Err(_) => false,
     };
     if !is_json {

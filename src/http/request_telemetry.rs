@@ -63,7 +63,7 @@ where
         let request_id =
             incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         req.extensions_mut().insert(RequestId(request_id.clone()));
-        let method = req.method().to_string();
+        let method = method_label(req.method());
         let span = tracing::info_span!(
             "http.request",
             request.id = %request_id,
@@ -110,6 +110,28 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// Standard methods by name; anything else as `OTHER`, so that clients cannot
+/// mint unbounded metric series with made-up methods.
+fn method_label(method: &actix_web::http::Method) -> String {
+    use actix_web::http::Method;
+    let standard = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    if standard.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "OTHER".to_owned()
     }
 }
 

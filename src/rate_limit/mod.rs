@@ -39,12 +39,12 @@ pub enum Decision {
     },
 }
 
-/// What to do with a key: look whether one more event would conform, or
-/// record one event (only if it conforms).
+/// What to do with a key: take one unit of budget (only if it conforms), or
+/// give one back (an attempt that turned out not to count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Peek,
     Record,
+    Refund,
 }
 
 /// A named limiter (its name scopes the keys) with one quota.
@@ -66,14 +66,16 @@ impl RateLimiter {
         }
     }
 
-    /// Would one more event for `key` be allowed? Changes nothing.
-    pub async fn peek(&self, key: &str) -> Decision {
-        self.decide(key, Op::Peek).await
-    }
-
-    /// Counts one event for `key` if it conforms; says whether it did.
+    /// Takes one unit of `key`'s budget if it conforms; says whether it did.
+    /// Taking the unit before the work it guards (rather than counting after)
+    /// is what keeps concurrent attempts within the budget.
     pub async fn record(&self, key: &str) -> Decision {
         self.decide(key, Op::Record).await
+    }
+
+    /// Gives back one unit taken by [`RateLimiter::record`].
+    pub async fn refund(&self, key: &str) {
+        self.decide(key, Op::Refund).await;
     }
 
     async fn decide(&self, key: &str, op: Op) -> Decision {

@@ -101,6 +101,53 @@ backend_test! {
     }
 }
 
+backend_test! {
+    async fn concurrent_wrong_passwords_cannot_overrun_the_budget(app) {
+        let email = unique_email();
+        app.register(&email, PASSWORD, "Ada").await.assert_status(201);
+        let guesses = (0..20).map(|i| app.login(&email, if i % 2 == 0 { "guess-one" } else { "guess-two" }));
+        let replies = futures_util::future::join_all(guesses).await;
+        let checked = replies.iter().filter(|r| r.status == 401).count();
+        let limited = replies.iter().filter(|r| r.status == 429).count();
+        assert_eq!((checked, limited), (5, 15), "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
+    }
+}
+
+backend_test! {
+    async fn successful_logins_do_not_use_up_the_failure_budget(app) {
+        let email = unique_email();
+        app.register(&email, PASSWORD, "Ada").await.assert_status(201);
+        for _ in 0..8 {
+            app.login(&email, PASSWORD).await.assert_status(200);
+        }
+        for _ in 0..5 {
+            app.login(&email, "wrong password").await.assert_error(401, "unauthorized");
+        }
+        app.login(&email, "wrong password").await.assert_error(429, "rate_limited");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_budget_lives_in_redis_when_redis_is_configured() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.login(&unique_email(), "whatever-password")
+        .await
+        .assert_error(401, "unauthorized");
+    let prefix = app.redis_prefix().expect("postgres apps run with Redis");
+    let client = redis::Client::open(crate::support::backends::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:rl:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "one email key and one IP key: {keys:?}");
+    assert!(
+        keys.iter().all(|k| !k.contains('@')),
+        "keys carry no email addresses: {keys:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_failures_from_one_ip_are_rate_limited_across_emails_in_process() {
     login_failures_from_one_ip_are_rate_limited(Backend::Sqlite).await;

@@ -94,3 +94,91 @@ backend_test! {
         assert_eq!(me.body["name"], name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_body_limit_is_enforced() {
+    let app = crate::support::TestApp::spawn_with(crate::support::Backend::Sqlite, |s| {
+        s.http.body_limit_bytes = 1024
+    })
+    .await;
+    let body = format!(
+        "{{\"email\":\"a@b.io\",\"password\":\"{}\",\"name\":\"A\"}}",
+        "x".repeat(2000)
+    );
+    let reply = app.post_raw(REGISTER, "application/json", body).await;
+    reply.assert_error(413, "payload_too_large");
+    assert_eq!(reply.body["error"]["details"]["limit_bytes"], 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_over_the_limit_is_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::support::TestApp::spawn(crate::support::Backend::Sqlite).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {REGISTER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = "x".repeat(16 * 1024);
+    for _ in 0..5 {
+        // Without Content-Length only the streaming check can stop this.
+        if stream
+            .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("payload_too_large"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_json_is_not_json() {
+    let app = crate::support::TestApp::spawn(crate::support::Backend::Sqlite).await;
+    let body = json!({"email": "a@b.io", "password": PASSWORD, "name": "A"}).to_string();
+    app.post_raw(REGISTER, "text/json", body.clone())
+        .await
+        .assert_error(415, "unsupported_media_type");
+    app.post_raw(REGISTER, "application/problem+json", body)
+        .await
+        .assert_status(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_in_flight_requests_are_shed_with_503_but_health_is_not() {
+    let app = crate::support::TestApp::spawn_with(crate::support::Backend::Sqlite, |s| {
+        s.http.max_in_flight = Some(1)
+    })
+    .await;
+    // Registrations hold their admission permit while a password is hashed.
+    let emails: Vec<String> = (0..12).map(|i| format!("burst-{i}@example.com")).collect();
+    let burst = emails
+        .iter()
+        .map(|email| app.register(email, PASSWORD, "Burst"));
+    let (replies, health) = tokio::join!(
+        futures_util::future::join_all(burst),
+        app.get("/healthz", None)
+    );
+    health.assert_status(200);
+    let shed: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    assert!(
+        !shed.is_empty(),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for reply in &shed {
+        reply.assert_error(503, "overloaded");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    assert!(replies.iter().all(|r| r.status == 201 || r.status == 503));
+    // Permits are given back: a request afterwards is admitted.
+    app.register("after-burst@example.com", PASSWORD, "After")
+        .await
+        .assert_status(201);
+}

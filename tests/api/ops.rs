@@ -117,13 +117,29 @@ fn split_labels(body: &str) -> Vec<&str> {
 backend_test! {
     async fn metrics_parse_and_label_requests_by_route_template(app) {
         let token = app.customer_token().await;
-        app.get("/api/v1/users/me", Some(&token)).await.assert_status(200);
+        let count = |samples: &[Sample]| {
+            samples
+                .iter()
+                .find(|s| {
+                    s.name == "http_server_requests_seconds_count"
+                        && s.labels.get("uri").map(String::as_str) == Some("/api/v1/users/me")
+                        && s.labels.get("method").map(String::as_str) == Some("GET")
+                        && s.labels.get("status").map(String::as_str) == Some("200")
+                })
+                .map_or(0.0, |s| s.value)
+        };
+        let before = count(&parse_prometheus(&app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap()));
+        for _ in 0..3 {
+            app.get("/api/v1/users/me", Some(&token)).await.assert_status(200);
+        }
         app.get("/api/v1/orders/0191aaaa-raw-path-should-not-appear", None).await.assert_status(404);
 
         let reply = app.client.get(app.url("/metrics")).send().await.unwrap();
         assert_eq!(reply.status(), 200);
         assert!(reply.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
         let samples = parse_prometheus(&reply.text().await.unwrap());
+        // Counts only grow, whatever other tests in this process do meanwhile.
+        assert!(count(&samples) >= before + 3.0, "the three requests were not counted");
 
         for name in [
             "http_server_requests_seconds_count",
@@ -142,5 +158,15 @@ backend_test! {
         assert!(samples.iter().any(|s| s.labels.get("uri").map(String::as_str) == Some("UNMATCHED")));
         let db = samples.iter().find(|s| s.name == "service_health_status" && s.labels.get("component").map(String::as_str) == Some("database"));
         assert!(db.is_some(), "service_health_status{{component=\"database\"}} missing");
+    }
+}
+
+backend_test! {
+    async fn made_up_methods_share_one_metric_label(app) {
+        let method = reqwest::Method::from_bytes(b"BREW").unwrap();
+        app.call(method, "/api/v1/whatever", None, None).await;
+        let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(!text.contains("BREW"), "client-chosen methods must not become label values");
+        assert!(parse_prometheus(&text).iter().any(|s| s.labels.get("method").map(String::as_str) == Some("OTHER")));
     }
 }

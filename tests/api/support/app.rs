@@ -157,6 +157,11 @@ impl TestApp {
         }
     }
 
+    /// The Redis key prefix of this app, when it runs with Redis.
+    pub fn redis_prefix(&self) -> Option<&str> {
+        self._redis.as_ref().map(|r| r.prefix.as_str())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -85,8 +85,17 @@ impl EngineProcess {
 
     /// Sends SIGTERM, waits for the process to exit, and returns its exit
     /// status with everything it wrote to stdout and stderr.
-    pub fn terminate_and_collect(mut self) -> (ExitStatus, Vec<String>, Vec<String>) {
-        let status = self.signal_term_and_wait();
+    pub fn terminate_and_collect(self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        self.signal_and_collect("-TERM")
+    }
+
+    /// Like [`EngineProcess::terminate_and_collect`], with SIGINT (Ctrl-C).
+    pub fn interrupt_and_collect(self) -> (ExitStatus, Vec<String>, Vec<String>) {
+        self.signal_and_collect("-INT")
+    }
+
+    fn signal_and_collect(mut self, signal: &str) -> (ExitStatus, Vec<String>, Vec<String>) {
+        let status = self.signal_and_wait(signal);
         // The reader threads end at EOF, once the process is gone.
         let stdout = self.stdout_lines.iter().collect();
         let stderr = self.stderr_lines.iter().collect();
@@ -95,15 +104,15 @@ impl EngineProcess {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> ExitStatus {
-        self.signal_term_and_wait()
+        self.signal_and_wait("-TERM")
     }
 
-    fn signal_term_and_wait(&mut self) -> ExitStatus {
+    fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([signal, &self.pid().to_string()])
             .status()
             .expect("running kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill {signal} failed");
         self.wait()
     }
 
