@@ -92,6 +92,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub auth: AuthSettings,
     pub rate_limits: RateLimitSettings,
+    pub actors: ActorSettings,
+    pub inventory: InventorySettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -172,6 +174,34 @@ pub struct RateLimitSettings {
     /// Failed logins allowed per client IP within `login_window_s`.
     pub login_failures_per_ip: u32,
     pub login_window_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    /// An actor with no message for this long stops; it restarts on demand.
+    pub idle_timeout_s: u64,
+    /// Messages an actor's mailbox holds; a full mailbox is 503 `overloaded`.
+    pub mailbox_capacity: usize,
+    /// Threads actors are spread over. Unset: one per core.
+    pub arbiters: Option<usize>,
+}
+
+impl ActorSettings {
+    pub fn arbiters(&self) -> usize {
+        self.arbiters.unwrap_or_else(available_cores).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySettings {
+    /// How long a reservation holds stock before it is released.
+    pub reservation_ttl_s: u64,
+    /// Below this many available units, `inventory.low_stock` is emitted.
+    pub low_stock_threshold: i64,
+    /// How often expired reservations are looked for, in every SKU.
+    pub expiry_sweep_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -288,6 +318,12 @@ impl Settings {
         }
         if self.auth.token_ttl_s == 0 {
             bail!("auth.token_ttl_s must be at least 1");
+        }
+        if self.actors.mailbox_capacity == 0 || self.actors.idle_timeout_s == 0 {
+            bail!("actors.mailbox_capacity and actors.idle_timeout_s must be at least 1");
+        }
+        if self.inventory.reservation_ttl_s == 0 || self.inventory.expiry_sweep_interval_ms == 0 {
+            bail!("inventory.reservation_ttl_s and inventory.expiry_sweep_interval_ms must be at least 1");
         }
         if self.rate_limits.login_window_s == 0 {
             bail!("rate_limits.login_window_s must be at least 1");

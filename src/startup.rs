@@ -14,8 +14,10 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
+use crate::actors::Inventory;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
+use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::health::HealthMonitor;
@@ -69,6 +71,9 @@ impl Application {
             settings.telemetry.health_check_interval_ms.max(50),
         ));
 
+        let inventory = Inventory::start(db.clone(), &settings.actors, &settings.inventory);
+        let catalog = Catalog::new(db.clone());
+
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
         let port = listener.local_addr()?.port();
@@ -79,6 +84,9 @@ impl Application {
         let tokens = web::Data::new(tokens);
         let health = web::Data::new(health);
         let metrics = web::Data::new(metrics);
+        let inventory = web::Data::new(inventory);
+        let catalog = web::Data::new(catalog);
+        let database = web::Data::new(db);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(envelope_fallback))
@@ -90,6 +98,9 @@ impl Application {
                 .app_data(tokens.clone())
                 .app_data(health.clone())
                 .app_data(metrics.clone())
+                .app_data(inventory.clone())
+                .app_data(catalog.clone())
+                .app_data(database.clone())
                 .configure(http::routes)
         })
         .listen(listener)?

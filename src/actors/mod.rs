@@ -1,7 +1,320 @@
-//! Per-entity actors. So far: the group-commit batch logic of the inventory
-//! SKU actor (`sku_batch`), written as plain async code so it can be tested
-//! and benchmarked without an actor runtime. The actor registry, the SKU actor
-//! itself and supervision are the next step of the inventory work; this module
-//! will stay the only one that names the actor framework.
+//! Per-entity actors, behind the engine's own handle types.
+//!
+//! This is the only module that names the actor framework (actix): the rest
+//! of the engine talks to [`Inventory`], a cheap-to-clone handle. Actors are
+//! spread over arbiters by the [`registry`], which also restarts them on
+//! demand. Mailboxes are bounded: a full one is an immediate
+//! [`InventoryError::Overloaded`], never a queue without end and never a hang.
 
+mod inventory_sku;
+pub mod registry;
 pub mod sku_batch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::SendError;
+use chrono::Utc;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::config::{ActorSettings, InventorySettings};
+use crate::db::{inventory as inventory_db, Database};
+use crate::domain::inventory::{Reservation, Sku, StockError, StockOp, StockOutcome};
+use inventory_sku::{SkuActor, SkuMessage, SkuReply, SkuRequest};
+use registry::{ArbiterPool, Registry};
+
+pub use inventory_sku::SkuSnapshot;
+
+const KIND_SKU: &str = "inventory_sku";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    #[error("no such SKU")]
+    UnknownSku,
+    #[error("out of stock: requested {requested}, available {available}")]
+    OutOfStock { requested: i64, available: i64 },
+    #[error("no reservation for order {order_id}")]
+    ReservationNotFound { order_id: Uuid },
+    #[error("on_hand {on_hand} + {delta} would fall below reserved {reserved}")]
+    AdjustmentConflict {
+        on_hand: i64,
+        reserved: i64,
+        delta: i64,
+    },
+    #[error("{field} {message}")]
+    InvalidQuantity {
+        field: &'static str,
+        message: String,
+    },
+    #[error("the SKU's mailbox is full")]
+    Overloaded,
+    #[error("inventory unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StockError> for InventoryError {
+    fn from(e: StockError) -> Self {
+        match e {
+            StockError::OutOfStock {
+                requested,
+                available,
+            } => InventoryError::OutOfStock {
+                requested,
+                available,
+            },
+            StockError::ReservationNotFound { order_id } => {
+                InventoryError::ReservationNotFound { order_id }
+            }
+            StockError::AdjustmentConflict {
+                on_hand,
+                reserved,
+                delta,
+            } => InventoryError::AdjustmentConflict {
+                on_hand,
+                reserved,
+                delta,
+            },
+            StockError::InvalidQuantity { field, message } => {
+                InventoryError::InvalidQuantity { field, message }
+            }
+        }
+    }
+}
+
+/// The engine's handle on inventory: one actor per SKU.
+#[derive(Clone)]
+pub struct Inventory {
+    inner: Arc<InventoryInner>,
+}
+
+struct InventoryInner {
+    db: Database,
+    registry: Registry<SkuActor>,
+    mailbox_capacity: usize,
+    idle_timeout: Duration,
+    reservation_ttl: chrono::Duration,
+    low_stock_threshold: i64,
+}
+
+impl Inventory {
+    /// Starts the arbiters and the expiry sweeper. Must run inside an actix
+    /// system (the engine's main, or a test's).
+    pub fn start(db: Database, actors: &ActorSettings, inventory: &InventorySettings) -> Inventory {
+        let pool = ArbiterPool::new(actors.arbiters());
+        let handle = Inventory {
+            inner: Arc::new(InventoryInner {
+                db,
+                registry: Registry::new(KIND_SKU, pool),
+                mailbox_capacity: actors.mailbox_capacity,
+                idle_timeout: Duration::from_secs(actors.idle_timeout_s),
+                reservation_ttl: chrono::Duration::seconds(
+                    i64::try_from(inventory.reservation_ttl_s).unwrap_or(i64::MAX / 2),
+                ),
+                low_stock_threshold: inventory.low_stock_threshold,
+            }),
+        };
+        handle.spawn_sweeper(Duration::from_millis(inventory.expiry_sweep_interval_ms));
+        handle
+    }
+
+    /// Reserves `quantity` of `sku` for `order_id` until the reservation TTL.
+    /// Retrying for the same order returns the existing reservation.
+    pub async fn reserve(
+        &self,
+        sku: &Sku,
+        order_id: Uuid,
+        quantity: i64,
+    ) -> Result<Reservation, InventoryError> {
+        let op = StockOp::Reserve {
+            reservation_id: Uuid::now_v7(),
+            order_id,
+            quantity,
+            expires_at: Utc::now() + self.inner.reservation_ttl,
+        };
+        match self.op(sku, op).await? {
+            StockOutcome::Reserved(r) | StockOutcome::AlreadyReserved(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Turns the order's reservation into sold stock.
+    pub async fn commit(&self, sku: &Sku, order_id: Uuid) -> Result<Reservation, InventoryError> {
+        match self.op(sku, StockOp::Commit { order_id }).await? {
+            StockOutcome::Committed(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Releases the order's reservation; `None` if it held none.
+    pub async fn release(
+        &self,
+        sku: &Sku,
+        order_id: Uuid,
+    ) -> Result<Option<Reservation>, InventoryError> {
+        match self.op(sku, StockOp::Release { order_id }).await? {
+            StockOutcome::Released(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn restock(
+        &self,
+        sku: &Sku,
+        quantity: i64,
+        note: Option<String>,
+    ) -> Result<SkuSnapshot, InventoryError> {
+        self.op(sku, StockOp::Restock { quantity, note }).await?;
+        self.snapshot(sku).await
+    }
+
+    pub async fn adjust(
+        &self,
+        sku: &Sku,
+        delta: i64,
+        reason: String,
+    ) -> Result<SkuSnapshot, InventoryError> {
+        self.op(sku, StockOp::Adjust { delta, reason }).await?;
+        self.snapshot(sku).await
+    }
+
+    /// The SKU as its actor last committed it.
+    pub async fn snapshot(&self, sku: &Sku) -> Result<SkuSnapshot, InventoryError> {
+        match self.call(sku.as_str(), SkuRequest::Get, true).await? {
+            Some(SkuReply::Snapshot(s)) => Ok(s),
+            _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
+        }
+    }
+
+    pub fn is_live(&self, sku: &Sku) -> bool {
+        self.inner.registry.is_live(sku.as_str())
+    }
+
+    async fn op(&self, sku: &Sku, op: StockOp) -> Result<StockOutcome, InventoryError> {
+        match self.call(sku.as_str(), SkuRequest::Op(op), true).await? {
+            Some(SkuReply::Outcome(outcome)) => Ok(outcome),
+            _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
+        }
+    }
+
+    /// Sends one message to the SKU's actor (starting it if needed) and waits
+    /// for the answer. A mailbox that is full answers at once.
+    async fn call(
+        &self,
+        sku: &str,
+        request: SkuRequest,
+        wait: bool,
+    ) -> Result<Option<SkuReply>, InventoryError> {
+        let (tx, rx) = oneshot::channel();
+        let mut message = SkuMessage {
+            request,
+            reply: wait.then_some(tx),
+        };
+        let _depth = DepthGuard::new();
+        for _ in 0..2 {
+            let addr = self
+                .inner
+                .registry
+                .get_or_start(sku, self.actor_factory(sku));
+            match addr.try_send(message) {
+                Ok(()) => {
+                    if !wait {
+                        return Ok(None);
+                    }
+                    return match rx.await {
+                        Ok(result) => result.map(Some),
+                        Err(_) => Err(InventoryError::Unavailable(
+                            "the SKU actor stopped".to_owned(),
+                        )),
+                    };
+                }
+                Err(SendError::Full(_)) => {
+                    metrics::counter!("actor_mailbox_rejections_total", "kind" => KIND_SKU)
+                        .increment(1);
+                    return Err(InventoryError::Overloaded);
+                }
+                // Stopped between lookup and send: the next lookup restarts it.
+                Err(SendError::Closed(returned)) => message = returned,
+            }
+        }
+        Err(InventoryError::Unavailable(
+            "the SKU actor could not be started".to_owned(),
+        ))
+    }
+
+    fn actor_factory(
+        &self,
+        sku: &str,
+    ) -> impl FnOnce(&mut actix::Context<SkuActor>) -> SkuActor + Send + 'static {
+        let (sku, db) = (sku.to_owned(), self.inner.db.clone());
+        let (capacity, idle, threshold) = (
+            self.inner.mailbox_capacity,
+            self.inner.idle_timeout,
+            self.inner.low_stock_threshold,
+        );
+        move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            SkuActor::new(sku, db, idle, threshold)
+        }
+    }
+
+    /// Every interval: forget stopped actors, and hand SKUs whose reservations
+    /// have expired to their actors (starting them if they are not live, e.g.
+    /// after a restart), so expiry never depends on an actor being awake.
+    fn spawn_sweeper(&self, interval: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        actix::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let inventory = Inventory { inner };
+                inventory.inner.registry.prune();
+                if let Err(e) = inventory.sweep_expired().await {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        });
+    }
+
+    async fn sweep_expired(&self) -> Result<(), crate::db::DbError> {
+        let mut conn = self.inner.db.conn().await?;
+        let skus =
+            inventory_db::skus_with_expired_reservations(&mut conn, Utc::now().naive_utc(), 500)
+                .await?;
+        drop(conn);
+        for sku in skus {
+            let request = SkuRequest::Op(StockOp::Expire { now: Utc::now() });
+            // Fire and forget: a full mailbox means the actor is busy and
+            // its own timer will get to it.
+            let _ = self.call(&sku, request, false).await;
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(outcome: StockOutcome) -> InventoryError {
+    InventoryError::Unavailable(format!("unexpected inventory outcome {outcome:?}"))
+}
+
+/// Counts messages sent to SKU actors and not yet answered: the mailbox
+/// depth of the kind, including the message being handled.
+struct DepthGuard;
+
+static DEPTH: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+impl DepthGuard {
+    fn new() -> DepthGuard {
+        let depth = DEPTH.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        metrics::gauge!("actor_mailbox_depth", "kind" => KIND_SKU).set(depth as f64);
+        DepthGuard
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        let depth = DEPTH.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+        metrics::gauge!("actor_mailbox_depth", "kind" => KIND_SKU).set(depth as f64);
+    }
+}

@@ -81,12 +81,13 @@ pub async fn run(
     sku: &str,
     mut current: Committed,
     ops: &[StockOp],
+    low_stock_threshold: i64,
 ) -> Result<(Committed, Vec<OpResult>), LoadError> {
     let mut reloaded = false;
     for _ in 0..MAX_ATTEMPTS {
         let mut working = current.stock.clone();
         let now = Utc::now().naive_utc();
-        let (results, batch) = plan(sku, &mut working, ops, now);
+        let (results, batch) = plan(sku, &mut working, ops, now, low_stock_threshold);
         let doubtful = results.iter().any(|r| {
             matches!(
                 r,
@@ -143,14 +144,17 @@ impl BatchIsEmpty for BatchWrite {
     }
 }
 
-/// Applies `ops` in order to `stock` and collects what must be written.
+/// Applies `ops` in order to `stock` and collects what must be written,
+/// including `inventory.low_stock` when availability falls below the threshold.
 pub fn plan(
     sku: &str,
     stock: &mut SkuStock,
     ops: &[StockOp],
     now: NaiveDateTime,
+    low_stock_threshold: i64,
 ) -> (Vec<OpResult>, BatchWrite) {
     let mut batch = BatchWrite::default();
+    let before = stock.levels().available();
     let results = ops
         .iter()
         .map(|op| {
@@ -159,6 +163,15 @@ pub fn plan(
             Ok(change.outcome)
         })
         .collect();
+    let after = stock.levels().available();
+    if before >= low_stock_threshold && after < low_stock_threshold {
+        batch.events.push(NewOutboxRow::new(
+            "inventory.low_stock",
+            sku,
+            &json!({ "sku": sku, "available": after, "threshold": low_stock_threshold }),
+            now,
+        ));
+    }
     (results, batch)
 }
 
@@ -259,6 +272,7 @@ mod tests {
             &mut stock,
             &[reserve(1, 1), reserve(2, 1), reserve(3, 1)],
             now,
+            0,
         );
         assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
         assert!(matches!(results[1], Ok(StockOutcome::Reserved(_))));
@@ -273,6 +287,38 @@ mod tests {
         assert_eq!(batch.inserted.len(), 2);
         assert_eq!(batch.movements.len(), 2);
         assert_eq!(batch.events.len(), 2);
+    }
+
+    #[test]
+    fn falling_below_the_threshold_emits_low_stock_once() {
+        let mut stock = SkuStock::new(
+            StockLevels {
+                on_hand: 6,
+                reserved: 0,
+            },
+            Vec::new(),
+        )
+        .unwrap();
+        let now = Utc::now().naive_utc();
+        let (_, batch) = plan("s", &mut stock, &[reserve(1, 1)], now, 5);
+        assert!(batch
+            .events
+            .iter()
+            .all(|e| e.event_type != "inventory.low_stock"));
+        let (_, batch) = plan("s", &mut stock, &[reserve(2, 1)], now, 5);
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .filter(|e| e.event_type == "inventory.low_stock")
+                .count(),
+            1
+        );
+        let (_, batch) = plan("s", &mut stock, &[reserve(3, 1)], now, 5);
+        assert!(batch
+            .events
+            .iter()
+            .all(|e| e.event_type != "inventory.low_stock"));
     }
 
     #[test]
@@ -292,7 +338,7 @@ mod tests {
                 order_id: Uuid::from_u128(1),
             },
         ];
-        let (_, batch) = plan("s", &mut stock, &ops, now);
+        let (_, batch) = plan("s", &mut stock, &ops, now, 0);
         assert_eq!(batch.reserved_delta, 0);
         assert!(batch.inserted.is_empty() && batch.removed_ids.is_empty());
     }

@@ -182,28 +182,48 @@ fn conflict_on_unique_violation(e: diesel::result::Error) -> BatchError {
     }
 }
 
-/// The counters and active reservations of one SKU, or `None` if it does not exist.
+/// The counters and active reservations of one SKU, or `None` if it does not
+/// exist. Both are read from one snapshot (REPEATABLE READ on PostgreSQL, a
+/// read transaction on SQLite's WAL), so a concurrent write by another engine
+/// process can never make them disagree.
 pub async fn load(
     conn: &mut DbConn,
     sku: &str,
 ) -> QueryResult<Option<(InventoryRow, Vec<ReservationRow>)>> {
-    with_conn!(conn, |c| {
-        let levels = inventory::table
-            .find(sku)
-            .select(InventoryRow::as_select())
-            .first(c)
-            .await
-            .optional()?;
-        let Some(levels) = levels else {
-            return Ok(None);
+    macro_rules! read_both {
+        () => {
+            async |c| {
+                let levels = inventory::table
+                    .find(sku)
+                    .select(InventoryRow::as_select())
+                    .first(c)
+                    .await
+                    .optional()?;
+                let Some(levels) = levels else {
+                    return Ok(None);
+                };
+                let held = reservations::table
+                    .filter(reservations::sku.eq(sku))
+                    .select(ReservationRow::as_select())
+                    .load(c)
+                    .await?;
+                Ok(Some((levels, held)))
+            }
         };
-        let held = reservations::table
-            .filter(reservations::sku.eq(sku))
-            .select(ReservationRow::as_select())
-            .load(c)
-            .await?;
-        Ok(Some((levels, held)))
-    })
+    }
+    match conn {
+        DbConn::Postgres(c) => {
+            c.build_transaction()
+                .repeatable_read()
+                .read_only()
+                .run(read_both!())
+                .await
+        }
+        DbConn::Sqlite(c) => {
+            let c: &mut SqliteConn = c;
+            c.transaction(read_both!()).await
+        }
+    }
 }
 
 /// Writes one batch atomically and returns the counters after it.
@@ -282,4 +302,21 @@ pub async fn ledger_totals(conn: &mut DbConn, sku: &str) -> QueryResult<(i64, i6
     Ok(deltas
         .into_iter()
         .fold((0, 0), |(a, b), (x, y)| (a + x, b + y)))
+}
+
+/// SKUs holding at least one reservation that expired by `now`.
+pub async fn skus_with_expired_reservations(
+    conn: &mut DbConn,
+    now: NaiveDateTime,
+    limit: i64,
+) -> QueryResult<Vec<String>> {
+    with_conn!(conn, |c| {
+        reservations::table
+            .filter(reservations::expires_at.le(now))
+            .select(reservations::sku)
+            .distinct()
+            .limit(limit)
+            .load(c)
+            .await
+    })
 }

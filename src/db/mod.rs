@@ -34,12 +34,13 @@ use crate::config::{DatabaseSettings, DatabaseTarget};
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Set on every SQLite connection. WAL lets readers run beside the writer;
-/// `synchronous=FULL` keeps an acknowledged commit durable across power loss;
-/// the busy timeout turns writer contention into waiting, not errors.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+/// Set on every SQLite connection. The busy timeout comes first, so that even
+/// the journal-mode switch waits for a lock instead of failing; WAL lets
+/// readers run beside the writer; `synchronous=FULL` keeps an acknowledged
+/// commit durable across power loss.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
+     PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
-     PRAGMA busy_timeout = 5000; \
      PRAGMA foreign_keys = ON;";
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

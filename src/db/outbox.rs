@@ -3,6 +3,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::schema::outbox;
@@ -33,4 +34,21 @@ impl NewOutboxRow {
             created_at: now,
         }
     }
+}
+
+/// Events of `event_type` about `aggregate_id`, oldest first, as raw JSON payloads.
+pub async fn payloads_for(
+    conn: &mut super::DbConn,
+    event_type: &str,
+    aggregate_id: &str,
+) -> QueryResult<Vec<String>> {
+    crate::with_conn!(conn, |c| {
+        outbox::table
+            .filter(outbox::event_type.eq(event_type))
+            .filter(outbox::aggregate_id.eq(aggregate_id))
+            .order(outbox::id.asc())
+            .select(outbox::payload)
+            .load(c)
+            .await
+    })
 }

@@ -2,6 +2,7 @@
 //! and the rules that go with them. Nothing here touches I/O.
 
 pub mod inventory;
+pub mod product;
 pub mod user;
 
 /// A field-level validation failure: which input field, and why.

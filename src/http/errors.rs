@@ -18,7 +18,9 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::actors::InventoryError;
 use crate::auth::accounts::AccountError;
+use crate::catalog::CatalogError;
 use crate::db::DbError;
 use crate::domain::FieldError;
 
@@ -43,6 +45,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// A state conflict: duplicate key, or a change the current state forbids.
+    #[error("{message}")]
+    Conflict { message: String, details: Value },
+    #[error("not enough stock")]
+    OutOfStock { details: Value },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body must be application/json")]
@@ -68,6 +75,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::EmailTaken => "email_taken",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::OutOfStock { .. } => "out_of_stock",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -81,6 +90,9 @@ impl ApiError {
         match self {
             ApiError::Validation(fields) => json!({ "fields": fields }),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            ApiError::Conflict { details, .. } | ApiError::OutOfStock { details } => {
+                details.clone()
+            }
             ApiError::RateLimited { retry_after } => {
                 json!({ "retry_after_s": retry_after_secs(*retry_after) })
             }
@@ -119,6 +131,8 @@ impl ApiError {
             | ApiError::NotFound
             | ApiError::MethodNotAllowed
             | ApiError::EmailTaken
+            | ApiError::Conflict { .. }
+            | ApiError::OutOfStock { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::UnsupportedMediaType
             | ApiError::Internal(_) => None,
@@ -153,7 +167,9 @@ impl ResponseError for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::EmailTaken | ApiError::Conflict { .. } | ApiError::OutOfStock { .. } => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -199,6 +215,45 @@ impl From<DbError> for ApiError {
             ApiError::Unavailable(e.to_string())
         } else {
             ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::SkuTaken => ApiError::Conflict {
+                message: "a product with this sku already exists".to_owned(),
+                details: json!({}),
+            },
+            CatalogError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::UnknownSku | InventoryError::ReservationNotFound { .. } => {
+                ApiError::NotFound
+            }
+            InventoryError::OutOfStock {
+                requested,
+                available,
+            } => ApiError::OutOfStock {
+                details: json!({ "requested": requested, "available": available }),
+            },
+            InventoryError::AdjustmentConflict {
+                on_hand,
+                reserved,
+                delta,
+            } => ApiError::Conflict {
+                message: "the adjustment would take on_hand below what is reserved".to_owned(),
+                details: json!({ "on_hand": on_hand, "reserved": reserved, "delta": delta }),
+            },
+            InventoryError::InvalidQuantity { field, message } => ApiError::field(field, message),
+            InventoryError::Overloaded => ApiError::Overloaded,
+            InventoryError::Unavailable(cause) => ApiError::Unavailable(cause),
         }
     }
 }

@@ -7,7 +7,10 @@ pub mod auth;
 pub mod errors;
 pub mod extract;
 pub mod identity;
+pub mod inventory;
 pub mod ops;
+pub mod pagination;
+pub mod products;
 pub mod request_telemetry;
 pub mod users;
 
@@ -31,6 +34,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/auth/login").route(web::post().to(auth::login)))
                 .service(resource("/users/me").route(web::get().to(users::me)))
                 .service(resource("/users").route(web::get().to(users::list)))
+                .service(
+                    resource("/products")
+                        .route(web::get().to(products::list))
+                        .route(web::post().to(products::create)),
+                )
+                .service(
+                    resource("/products/{sku}")
+                        .route(web::get().to(products::get))
+                        .route(web::patch().to(products::patch)),
+                )
+                .service(resource("/inventory/{sku}").route(web::get().to(inventory::get)))
+                .service(
+                    resource("/inventory/{sku}/restock").route(web::post().to(inventory::restock)),
+                )
+                .service(
+                    resource("/inventory/{sku}/adjust").route(web::post().to(inventory::adjust)),
+                )
                 .default_service(web::to(not_found)),
         )
         .default_service(web::to(not_found));

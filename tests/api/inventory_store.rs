@@ -67,7 +67,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     // Two "processes" load the same state, then both try to take 2 of 3 units.
     let first = sku_batch::load(&db, "hot-1").await.unwrap();
     let second = first.clone();
-    let (after_first, results) = sku_batch::run(&db, "hot-1", first, &[reserve(2)])
+    let (after_first, results) = sku_batch::run(&db, "hot-1", first, &[reserve(2)], 0)
         .await
         .unwrap();
     assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
@@ -75,9 +75,10 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
 
     // The stale writer's plan passes locally but the guarded write refuses it;
     // it reloads and answers truthfully.
-    let (after_second, results) = sku_batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)])
-        .await
-        .unwrap();
+    let (after_second, results) =
+        sku_batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0)
+            .await
+            .unwrap();
     assert!(
         matches!(
             results[0],
@@ -140,7 +141,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
             reason: "damaged".into(),
         },
     ];
-    let (_, results) = sku_batch::run(&db, "sku-2", state, &ops).await.unwrap();
+    let (_, results) = sku_batch::run(&db, "sku-2", state, &ops, 0).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
     let reloaded = sku_batch::load(&db, "sku-2").await.unwrap();

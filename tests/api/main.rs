@@ -5,7 +5,9 @@
 mod support;
 
 mod auth;
+mod catalog;
 mod errors;
+mod inventory;
 mod inventory_store;
 mod ops;
 mod processes;

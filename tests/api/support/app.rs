@@ -157,6 +157,13 @@ impl TestApp {
         }
     }
 
+    /// A connection pool on this app's own database, for checks below the API.
+    pub async fn database(&self) -> orderflow::db::Database {
+        let mut settings = test_settings().database;
+        settings.url = Some(SecretString::from(self._db.url.clone()));
+        orderflow::db::Database::connect(&settings).expect("pool")
+    }
+
     /// The Redis key prefix of this app, when it runs with Redis.
     pub fn redis_prefix(&self) -> Option<&str> {
         self._redis.as_ref().map(|r| r.prefix.as_str())

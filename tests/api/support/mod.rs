@@ -1,6 +1,7 @@
 //! Test support: spawning the engine with its own database, a typed HTTP
 //! client, and helpers for processes and outages.
 
+pub mod actors;
 pub mod app;
 pub mod backends;
 pub mod process;

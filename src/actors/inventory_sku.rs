@@ -1,0 +1,242 @@
+//! The inventory SKU actor: owns on_hand, reserved and the active
+//! reservations of one SKU and handles its messages one at a time.
+//!
+//! Group commit: while one database write is in flight, arriving operations
+//! queue; when it finishes, the next write applies all of them in one
+//! transaction (see `sku_batch`) and then answers each. A failed write answers
+//! every waiting caller with an error and reloads the state from the database.
+//! A timer releases expired reservations; an idle actor stops, and the
+//! registry starts a fresh one on demand.
+
+use std::time::{Duration, Instant};
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture,
+};
+use chrono::Utc;
+use tokio::sync::oneshot;
+
+use super::sku_batch::{self, Committed, LoadError, OpResult};
+use super::InventoryError;
+use crate::db::Database;
+use crate::domain::inventory::{Reservation, StockLevels, StockOp, StockOutcome};
+
+/// How often an actor looks at its own expiries and idleness.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What a caller sees of one SKU.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SkuSnapshot {
+    pub sku: String,
+    pub levels: StockLevels,
+    pub version: i64,
+    pub reservations: Vec<Reservation>,
+}
+
+pub(super) enum SkuRequest {
+    Op(StockOp),
+    Get,
+}
+
+pub(super) enum SkuReply {
+    Outcome(StockOutcome),
+    Snapshot(SkuSnapshot),
+}
+
+pub(super) type Reply = oneshot::Sender<Result<SkuReply, InventoryError>>;
+
+pub(super) struct SkuMessage {
+    pub request: SkuRequest,
+    /// `None` for fire-and-forget work such as expiry sweeps.
+    pub reply: Option<Reply>,
+}
+
+impl Message for SkuMessage {
+    type Result = ();
+}
+
+enum State {
+    Loading,
+    Ready(Committed),
+    Missing,
+}
+
+pub(super) struct SkuActor {
+    sku: String,
+    db: Database,
+    idle_timeout: Duration,
+    low_stock_threshold: i64,
+    state: State,
+    queue: Vec<(StockOp, Option<Reply>)>,
+    writing: bool,
+    last_activity: Instant,
+}
+
+impl SkuActor {
+    pub fn new(
+        sku: String,
+        db: Database,
+        idle_timeout: Duration,
+        low_stock_threshold: i64,
+    ) -> SkuActor {
+        SkuActor {
+            sku,
+            db,
+            idle_timeout,
+            low_stock_threshold,
+            state: State::Loading,
+            queue: Vec::new(),
+            writing: false,
+            last_activity: Instant::now(),
+        }
+    }
+
+    /// Loads (or reloads) the state; no message is handled meanwhile.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Loading;
+        let (db, sku) = (self.db.clone(), self.sku.clone());
+        ctx.wait(
+            async move { sku_batch::load(&db, &sku).await }
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(committed) => act.state = State::Ready(committed),
+                    Err(LoadError::UnknownSku) => act.state = State::Missing,
+                    Err(e) => {
+                        tracing::error!(sku = %act.sku, error = %e, "could not load inventory; stopping the actor");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    /// Starts the next group commit if none is in flight.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.queue.is_empty() {
+            return;
+        }
+        let State::Ready(committed) = &self.state else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.queue);
+        let ops: Vec<StockOp> = pending.iter().map(|(op, _)| op.clone()).collect();
+        let (db, sku, current) = (self.db.clone(), self.sku.clone(), committed.clone());
+        let threshold = self.low_stock_threshold;
+        metrics::histogram!("inventory_batch_size").record(ops.len() as f64);
+        metrics::counter!("inventory_batches_total").increment(1);
+        self.writing = true;
+        let started = Instant::now();
+        ctx.spawn(
+            async move { sku_batch::run(&db, &sku, current, &ops, threshold).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.writing = false;
+                    metrics::histogram!("inventory_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok((committed, results)) => {
+                            act.state = State::Ready(committed);
+                            answer(pending, results);
+                        }
+                        Err(LoadError::UnknownSku) => {
+                            act.state = State::Missing;
+                            for (_, reply) in pending {
+                                send(reply, Err(InventoryError::UnknownSku));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(sku = %act.sku, error = %e, "inventory write failed; reloading");
+                            for (_, reply) in pending {
+                                send(reply, Err(InventoryError::Unavailable(e.to_string())));
+                            }
+                            act.load(ctx);
+                        }
+                    }
+                    act.flush(ctx);
+                }),
+        );
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let State::Ready(committed) = &self.state else {
+            if matches!(self.state, State::Missing)
+                && self.last_activity.elapsed() >= self.idle_timeout
+            {
+                ctx.stop();
+            }
+            return;
+        };
+        if committed
+            .stock
+            .next_expiry()
+            .is_some_and(|at| at <= Utc::now())
+        {
+            self.queue.push((StockOp::Expire { now: Utc::now() }, None));
+            self.flush(ctx);
+            return;
+        }
+        let idle = !self.writing
+            && self.queue.is_empty()
+            && self.last_activity.elapsed() >= self.idle_timeout;
+        if idle {
+            ctx.stop();
+        }
+    }
+}
+
+fn answer(pending: Vec<(StockOp, Option<Reply>)>, results: Vec<OpResult>) {
+    for ((_, reply), result) in pending.into_iter().zip(results) {
+        if let Ok(StockOutcome::Expired(expired)) = &result {
+            metrics::counter!("inventory_reservations_expired_total")
+                .increment(expired.len() as u64);
+        }
+        send(
+            reply,
+            result.map(SkuReply::Outcome).map_err(InventoryError::from),
+        );
+    }
+}
+
+fn send(reply: Option<Reply>, result: Result<SkuReply, InventoryError>) {
+    if let Some(reply) = reply {
+        // The caller may have given up waiting; that is not an error here.
+        let _ = reply.send(result);
+    }
+}
+
+impl Actor for SkuActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.load(ctx);
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<SkuMessage> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SkuMessage, ctx: &mut Context<Self>) {
+        self.last_activity = Instant::now();
+        match (&self.state, msg.request) {
+            (State::Missing, _) => send(msg.reply, Err(InventoryError::UnknownSku)),
+            (State::Loading, _) => send(
+                msg.reply,
+                Err(InventoryError::Unavailable(
+                    "inventory is reloading".to_owned(),
+                )),
+            ),
+            (State::Ready(committed), SkuRequest::Get) => {
+                let snapshot = SkuSnapshot {
+                    sku: self.sku.clone(),
+                    levels: committed.stock.levels(),
+                    version: committed.version,
+                    reservations: committed.stock.reservations().cloned().collect(),
+                };
+                send(msg.reply, Ok(SkuReply::Snapshot(snapshot)));
+            }
+            (State::Ready(_), SkuRequest::Op(op)) => {
+                self.queue.push((op, msg.reply));
+                self.flush(ctx);
+            }
+        }
+    }
+}
