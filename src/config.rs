@@ -94,6 +94,7 @@ pub struct Settings {
     pub rate_limits: RateLimitSettings,
     pub actors: ActorSettings,
     pub inventory: InventorySettings,
+    pub integrations: IntegrationSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -202,6 +203,19 @@ pub struct InventorySettings {
     pub low_stock_threshold: i64,
     /// How often expired reservations are looked for, in every SKU.
     pub expiry_sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationSettings {
+    pub stoq: StoqSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoqSettings {
+    /// HMAC-SHA256 key for `X-Stoq-Signature`. Unset: the endpoint refuses all.
+    pub secret: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -25,6 +25,7 @@ use crate::http;
 use crate::http::admission::Admission;
 use crate::http::errors::envelope_fallback;
 use crate::http::extract::BodyLimit;
+use crate::http::integrations::StoqSecret;
 use crate::http::request_telemetry::RequestTelemetry;
 use crate::redis_conn::RedisConn;
 use crate::telemetry;
@@ -87,6 +88,7 @@ impl Application {
         let inventory = web::Data::new(inventory);
         let catalog = web::Data::new(catalog);
         let database = web::Data::new(db);
+        let stoq = web::Data::new(StoqSecret(settings.integrations.stoq.secret.clone()));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(envelope_fallback))
@@ -101,6 +103,7 @@ impl Application {
                 .app_data(inventory.clone())
                 .app_data(catalog.clone())
                 .app_data(database.clone())
+                .app_data(stoq.clone())
                 .configure(http::routes)
         })
         .listen(listener)?

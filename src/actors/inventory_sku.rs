@@ -16,8 +16,9 @@ use actix::{
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-use super::sku_batch::{self, Committed, LoadError, OpResult};
+use super::sku_batch::{self, Committed, LoadError, OpResult, RunError};
 use super::InventoryError;
+use crate::db::events::NewEventRow;
 use crate::db::Database;
 use crate::domain::inventory::{Reservation, StockLevels, StockOp, StockOutcome};
 
@@ -35,12 +36,23 @@ pub struct SkuSnapshot {
 
 pub(super) enum SkuRequest {
     Op(StockOp),
+    /// An operation asked for by an external event, recorded with it in one
+    /// transaction so that a redelivered event is not applied twice.
+    ExternalOp(StockOp, NewEventRow),
     Get,
 }
 
 pub(super) enum SkuReply {
     Outcome(StockOutcome),
     Snapshot(SkuSnapshot),
+    /// The external event was recorded before; nothing was applied.
+    Duplicate,
+}
+
+struct Pending {
+    op: StockOp,
+    reply: Option<Reply>,
+    event: Option<NewEventRow>,
 }
 
 pub(super) type Reply = oneshot::Sender<Result<SkuReply, InventoryError>>;
@@ -67,7 +79,7 @@ pub(super) struct SkuActor {
     idle_timeout: Duration,
     low_stock_threshold: i64,
     state: State,
-    queue: Vec<(StockOp, Option<Reply>)>,
+    queue: Vec<Pending>,
     writing: bool,
     last_activity: Instant,
 }
@@ -117,8 +129,16 @@ impl SkuActor {
         let State::Ready(committed) = &self.state else {
             return;
         };
-        let pending = std::mem::take(&mut self.queue);
-        let ops: Vec<StockOp> = pending.iter().map(|(op, _)| op.clone()).collect();
+        // An external event's operation is committed alone, so that a
+        // duplicate refuses only itself; other operations batch together.
+        let take = match self.queue.iter().position(|p| p.event.is_some()) {
+            Some(0) => 1,
+            Some(first_external) => first_external,
+            None => self.queue.len(),
+        };
+        let pending: Vec<Pending> = self.queue.drain(..take).collect();
+        let ops: Vec<StockOp> = pending.iter().map(|p| p.op.clone()).collect();
+        let event = pending.first().and_then(|p| p.event.clone());
         let (db, sku, current) = (self.db.clone(), self.sku.clone(), committed.clone());
         let threshold = self.low_stock_threshold;
         metrics::histogram!("inventory_batch_size").record(ops.len() as f64);
@@ -126,7 +146,7 @@ impl SkuActor {
         self.writing = true;
         let started = Instant::now();
         ctx.spawn(
-            async move { sku_batch::run(&db, &sku, current, &ops, threshold).await }
+            async move { sku_batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.writing = false;
@@ -136,16 +156,21 @@ impl SkuActor {
                             act.state = State::Ready(committed);
                             answer(pending, results);
                         }
-                        Err(LoadError::UnknownSku) => {
+                        Err(RunError::Load(LoadError::UnknownSku)) => {
                             act.state = State::Missing;
-                            for (_, reply) in pending {
-                                send(reply, Err(InventoryError::UnknownSku));
+                            for p in pending {
+                                send(p.reply, Err(InventoryError::UnknownSku));
+                            }
+                        }
+                        Err(RunError::DuplicateEvent) => {
+                            for p in pending {
+                                send(p.reply, Ok(SkuReply::Duplicate));
                             }
                         }
                         Err(e) => {
                             tracing::error!(sku = %act.sku, error = %e, "inventory write failed; reloading");
-                            for (_, reply) in pending {
-                                send(reply, Err(InventoryError::Unavailable(e.to_string())));
+                            for p in pending {
+                                send(p.reply, Err(InventoryError::Unavailable(e.to_string())));
                             }
                             act.load(ctx);
                         }
@@ -169,7 +194,11 @@ impl SkuActor {
             .next_expiry()
             .is_some_and(|at| at <= Utc::now())
         {
-            self.queue.push((StockOp::Expire { now: Utc::now() }, None));
+            self.queue.push(Pending {
+                op: StockOp::Expire { now: Utc::now() },
+                reply: None,
+                event: None,
+            });
             self.flush(ctx);
             return;
         }
@@ -182,8 +211,8 @@ impl SkuActor {
     }
 }
 
-fn answer(pending: Vec<(StockOp, Option<Reply>)>, results: Vec<OpResult>) {
-    for ((_, reply), result) in pending.into_iter().zip(results) {
+fn answer(pending: Vec<Pending>, results: Vec<OpResult>) {
+    for (Pending { reply, .. }, result) in pending.into_iter().zip(results) {
         if let Ok(StockOutcome::Expired(expired)) = &result {
             metrics::counter!("inventory_reservations_expired_total")
                 .increment(expired.len() as u64);
@@ -234,7 +263,19 @@ impl Handler<SkuMessage> for SkuActor {
                 send(msg.reply, Ok(SkuReply::Snapshot(snapshot)));
             }
             (State::Ready(_), SkuRequest::Op(op)) => {
-                self.queue.push((op, msg.reply));
+                self.queue.push(Pending {
+                    op,
+                    reply: msg.reply,
+                    event: None,
+                });
+                self.flush(ctx);
+            }
+            (State::Ready(_), SkuRequest::ExternalOp(op, event)) => {
+                self.queue.push(Pending {
+                    op,
+                    reply: msg.reply,
+                    event: Some(event),
+                });
                 self.flush(ctx);
             }
         }

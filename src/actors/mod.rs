@@ -19,12 +19,21 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::{ActorSettings, InventorySettings};
+use crate::db::events::NewEventRow;
 use crate::db::{inventory as inventory_db, Database};
 use crate::domain::inventory::{Reservation, Sku, StockError, StockOp, StockOutcome};
 use inventory_sku::{SkuActor, SkuMessage, SkuReply, SkuRequest};
 use registry::{ArbiterPool, Registry};
 
 pub use inventory_sku::SkuSnapshot;
+
+/// What an event-driven restock did.
+#[derive(Debug, Clone)]
+pub enum EventRestock {
+    Applied(SkuSnapshot),
+    /// The event had been recorded before: acknowledged, not applied again.
+    Duplicate,
+}
 
 const KIND_SKU: &str = "inventory_sku";
 
@@ -166,6 +175,23 @@ impl Inventory {
     ) -> Result<SkuSnapshot, InventoryError> {
         self.op(sku, StockOp::Restock { quantity, note }).await?;
         self.snapshot(sku).await
+    }
+
+    /// Restocks as asked by an external event, recording the event in the
+    /// same transaction: a redelivered event is acknowledged, not applied.
+    pub async fn restock_for_event(
+        &self,
+        sku: &Sku,
+        quantity: i64,
+        note: Option<String>,
+        event: NewEventRow,
+    ) -> Result<EventRestock, InventoryError> {
+        let request = SkuRequest::ExternalOp(StockOp::Restock { quantity, note }, event);
+        match self.call(sku.as_str(), request, true).await? {
+            Some(SkuReply::Outcome(_)) => Ok(EventRestock::Applied(self.snapshot(sku).await?)),
+            Some(SkuReply::Duplicate) => Ok(EventRestock::Duplicate),
+            _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
+        }
     }
 
     pub async fn adjust(

@@ -9,6 +9,7 @@
 use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
 
+use crate::db::events::NewEventRow;
 use crate::db::inventory::{self, BatchError, BatchWrite, NewMovementRow, ReservationRow};
 use crate::db::outbox::NewOutboxRow;
 use crate::db::{Database, DbError};
@@ -36,6 +37,22 @@ pub enum LoadError {
     Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The external event that asked for this change was already recorded.
+    #[error("external event already recorded")]
+    DuplicateEvent,
+}
+
+impl From<DbError> for RunError {
+    fn from(e: DbError) -> Self {
+        RunError::Load(LoadError::Db(e))
+    }
 }
 
 pub async fn load(db: &Database, sku: &str) -> Result<Committed, LoadError> {
@@ -75,14 +92,17 @@ fn to_reservation(row: ReservationRow) -> Result<Reservation, LoadError> {
 }
 
 /// Runs one batch. On success returns the new committed state and one result
-/// per operation, in order.
+/// per operation, in order. `external_event` is recorded in the batch's
+/// transaction; a batch carrying one should carry nothing else, so that a
+/// duplicate refuses only its own change.
 pub async fn run(
     db: &Database,
     sku: &str,
     mut current: Committed,
     ops: &[StockOp],
     low_stock_threshold: i64,
-) -> Result<(Committed, Vec<OpResult>), LoadError> {
+    external_event: Option<&NewEventRow>,
+) -> Result<(Committed, Vec<OpResult>), RunError> {
     let mut reloaded = false;
     for _ in 0..MAX_ATTEMPTS {
         let mut working = current.stock.clone();
@@ -103,7 +123,7 @@ pub async fn run(
             return Ok((current_with(working, current.version), results));
         }
         let mut conn = db.conn().await?;
-        match inventory::write_batch(&mut conn, sku, &batch, now).await {
+        match inventory::write_batch(&mut conn, sku, &batch, external_event, now).await {
             Ok(levels) => {
                 let expected = working.levels();
                 if (levels.on_hand, levels.reserved) != (expected.on_hand, expected.reserved) {
@@ -118,12 +138,14 @@ pub async fn run(
                 current = load(db, sku).await?;
                 reloaded = true;
             }
-            Err(BatchError::Query(e)) => return Err(LoadError::Db(DbError::Query(e))),
+            Err(BatchError::DuplicateEvent) => return Err(RunError::DuplicateEvent),
+            Err(BatchError::Query(e)) => return Err(DbError::Query(e).into()),
         }
     }
-    Err(LoadError::Db(DbError::Unavailable(format!(
+    Err(DbError::Unavailable(format!(
         "inventory of {sku} kept changing under {MAX_ATTEMPTS} attempts"
-    ))))
+    ))
+    .into())
 }
 
 fn current_with(stock: SkuStock, version: i64) -> Committed {

@@ -13,8 +13,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use super::events::NewEventRow;
 use super::outbox::NewOutboxRow;
-use super::schema::{inventory, inventory_movements, outbox, reservations};
+use super::schema::{events, inventory, inventory_movements, outbox, reservations};
 use super::{DbConn, SqliteConn};
 use crate::with_conn;
 
@@ -166,6 +167,10 @@ pub enum BatchError {
     /// The database state moved under us (another process); nothing written.
     #[error("inventory changed concurrently")]
     Conflict,
+    /// The external event carried by the batch was already recorded: the
+    /// change it asks for was applied before; nothing written.
+    #[error("external event already recorded")]
+    DuplicateEvent,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -226,16 +231,29 @@ pub async fn load(
     }
 }
 
-/// Writes one batch atomically and returns the counters after it.
+/// Writes one batch atomically and returns the counters after it. An
+/// `external_event` is recorded in the same transaction, first: if it was
+/// recorded before, nothing is written ([`BatchError::DuplicateEvent`]).
 pub async fn write_batch(
     conn: &mut DbConn,
     sku: &str,
     batch: &BatchWrite,
+    external_event: Option<&NewEventRow>,
     now: NaiveDateTime,
 ) -> Result<InventoryRow, BatchError> {
     let (d_on_hand, d_reserved) = (batch.on_hand_delta, batch.reserved_delta);
     with_conn!(conn, |c| {
         c.transaction::<_, BatchError, _>(async |c| {
+            if let Some(event) = external_event {
+                let recorded = diesel::insert_into(events::table)
+                    .values(event)
+                    .on_conflict_do_nothing()
+                    .execute(c)
+                    .await?;
+                if recorded == 0 {
+                    return Err(BatchError::DuplicateEvent);
+                }
+            }
             if !batch.removed_ids.is_empty() {
                 let removed = diesel::delete(
                     reservations::table

@@ -9,6 +9,7 @@
 //! Error policy: queries return `diesel::QueryResult`; [`DbError`] adds "could
 //! not get a connection", which the HTTP layer answers with 503.
 
+pub mod events;
 pub mod inventory;
 pub mod outbox;
 pub mod products;

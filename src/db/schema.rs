@@ -75,7 +75,22 @@ diesel::table! {
 diesel::joinable!(inventory -> products (sku));
 diesel::joinable!(reservations -> inventory (sku));
 diesel::joinable!(inventory_movements -> inventory (sku));
+
+diesel::table! {
+    events (id) {
+        id -> Text,
+        source -> Text,
+        external_id -> Nullable<Text>,
+        name -> Text,
+        user_id -> Nullable<Text>,
+        properties -> Text,
+        occurred_at -> Timestamp,
+        received_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    events,
     products,
     inventory,
     reservations,

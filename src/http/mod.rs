@@ -7,6 +7,7 @@ pub mod auth;
 pub mod errors;
 pub mod extract;
 pub mod identity;
+pub mod integrations;
 pub mod inventory;
 pub mod ops;
 pub mod pagination;
@@ -50,6 +51,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     resource("/inventory/{sku}/adjust").route(web::post().to(inventory::adjust)),
+                )
+                .service(
+                    resource("/integrations/stoq/events")
+                        .route(web::post().to(integrations::stoq_events)),
                 )
                 .default_service(web::to(not_found)),
         )

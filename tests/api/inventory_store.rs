@@ -67,7 +67,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     // Two "processes" load the same state, then both try to take 2 of 3 units.
     let first = sku_batch::load(&db, "hot-1").await.unwrap();
     let second = first.clone();
-    let (after_first, results) = sku_batch::run(&db, "hot-1", first, &[reserve(2)], 0)
+    let (after_first, results) = sku_batch::run(&db, "hot-1", first, &[reserve(2)], 0, None)
         .await
         .unwrap();
     assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
@@ -76,7 +76,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     // The stale writer's plan passes locally but the guarded write refuses it;
     // it reloads and answers truthfully.
     let (after_second, results) =
-        sku_batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0)
+        sku_batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0, None)
             .await
             .unwrap();
     assert!(
@@ -141,7 +141,9 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
             reason: "damaged".into(),
         },
     ];
-    let (_, results) = sku_batch::run(&db, "sku-2", state, &ops, 0).await.unwrap();
+    let (_, results) = sku_batch::run(&db, "sku-2", state, &ops, 0, None)
+        .await
+        .unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
     let reloaded = sku_batch::load(&db, "sku-2").await.unwrap();

@@ -11,4 +11,5 @@ mod inventory;
 mod inventory_store;
 mod ops;
 mod processes;
+mod stoq;
 mod users;
