@@ -15,6 +15,7 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orderflow::actors::sku_batch::plan;
 use orderflow::actors::Inventory;
+use orderflow::cache::ProductCache;
 use orderflow::catalog::Catalog;
 use orderflow::config::{Environment, Settings};
 use orderflow::db::Database;
@@ -73,7 +74,9 @@ fn start_inventory(
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             engine_db.migrate().await.expect("migrations");
-            let inventory = Inventory::start(engine_db, &settings.actors, &settings.inventory);
+            let cache = ProductCache::new(None, Duration::from_secs(30));
+            let inventory =
+                Inventory::start(engine_db, cache, &settings.actors, &settings.inventory);
             ready_tx.send(inventory).expect("ready");
             let _ = stop_rx.await;
         });
@@ -119,7 +122,10 @@ fn hot_sku(c: &mut Criterion) {
                             Some(HOT_SKU_RESERVATIONS as i64),
                         )
                         .expect("product");
-                        Catalog::new(db.clone()).create(&new).await.expect("create");
+                        Catalog::new(db.clone(), ProductCache::new(None, Duration::from_secs(30)))
+                            .create(&new)
+                            .await
+                            .expect("create");
                         let started = Instant::now();
                         let tries = (0..HOT_SKU_RESERVATIONS)
                             .map(|_| inventory.reserve(&new.sku, Uuid::now_v7(), 1));

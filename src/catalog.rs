@@ -1,12 +1,16 @@
 //! Catalog use cases: create, read, list and change products. Stock changes
-//! go through the SKU actors (`actors::Inventory`); reads of availability come
-//! from the database, which every engine process writes through, so they are
-//! never staler than the last committed change.
+//! go through the SKU actors (`actors::Inventory`). Single-product reads are
+//! served from the product cache, which every product or stock write
+//! invalidates before it is acknowledged (see `cache`); misses read the
+//! database, which every engine process writes through.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::cache::{Lookup, ProductCache};
 use crate::db::inventory::{InventoryRow, NewMovementRow};
 use crate::db::products::{self, NewProductRow, ProductChanges, ProductRow};
 use crate::db::{Database, DbError};
@@ -83,11 +87,32 @@ impl Product {
 #[derive(Clone)]
 pub struct Catalog {
     db: Database,
+    cache: ProductCache,
 }
 
 impl Catalog {
-    pub fn new(db: Database) -> Catalog {
-        Catalog { db }
+    pub fn new(db: Database, cache: ProductCache) -> Catalog {
+        Catalog { db, cache }
+    }
+
+    /// The product as a JSON document, from the cache when it holds the
+    /// current one, else from the database (and then cached).
+    pub async fn get_document(&self, sku: &Sku) -> Result<Option<Arc<str>>, CatalogError> {
+        let tag = match self.cache.lookup(sku.as_str()).await {
+            Lookup::Hit(document) => return Ok(Some(document)),
+            Lookup::Miss(tag) => Some(tag),
+            Lookup::Bypass => None,
+        };
+        let Some(product) = self.get(sku).await? else {
+            return Ok(None);
+        };
+        let document: Arc<str> = serde_json::to_string(&product)
+            .map_err(|e| CatalogError::Db(DbError::Unavailable(format!("encoding product: {e}"))))?
+            .into();
+        if let Some(tag) = tag {
+            self.cache.store(sku.as_str(), tag, &document).await;
+        }
+        Ok(Some(document))
     }
 
     /// Creates the product and its stock, with the `initial` ledger entry, in
@@ -118,7 +143,10 @@ impl Catalog {
         match products::create_with_stock(&mut conn, &row, new.initial_stock, initial.as_ref())
             .await
         {
-            Ok((product, stock)) => Ok(Product::from_rows(product, Some(&stock))),
+            Ok((product, stock)) => {
+                self.cache.invalidate(new.sku.as_str()).await;
+                Ok(Product::from_rows(product, Some(&stock)))
+            }
             Err(diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UniqueViolation,
                 _,
@@ -168,6 +196,7 @@ impl Catalog {
             return Ok(None);
         }
         drop(conn);
+        self.cache.invalidate(sku.as_str()).await;
         self.get(sku).await
     }
 }

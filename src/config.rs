@@ -95,6 +95,7 @@ pub struct Settings {
     pub actors: ActorSettings,
     pub inventory: InventorySettings,
     pub integrations: IntegrationSettings,
+    pub cache: CacheSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -203,6 +204,14 @@ pub struct InventorySettings {
     pub low_stock_threshold: i64,
     /// How often expired reservations are looked for, in every SKU.
     pub expiry_sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long a cached product document may live (writes invalidate it
+    /// at once regardless).
+    pub product_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

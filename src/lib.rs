@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;

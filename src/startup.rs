@@ -17,6 +17,7 @@ use anyhow::Context;
 use crate::actors::Inventory;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
+use crate::cache::ProductCache;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
@@ -72,8 +73,17 @@ impl Application {
             settings.telemetry.health_check_interval_ms.max(50),
         ));
 
-        let inventory = Inventory::start(db.clone(), &settings.actors, &settings.inventory);
-        let catalog = Catalog::new(db.clone());
+        let cache = ProductCache::new(
+            redis.clone(),
+            Duration::from_millis(settings.cache.product_ttl_ms),
+        );
+        let inventory = Inventory::start(
+            db.clone(),
+            cache.clone(),
+            &settings.actors,
+            &settings.inventory,
+        );
+        let catalog = Catalog::new(db.clone(), cache);
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::sku_batch::{self, Committed, LoadError, OpResult, RunError};
 use super::InventoryError;
+use crate::cache::ProductCache;
 use crate::db::events::NewEventRow;
 use crate::db::Database;
 use crate::domain::inventory::{Reservation, StockLevels, StockOp, StockOutcome};
@@ -76,6 +77,7 @@ enum State {
 pub(super) struct SkuActor {
     sku: String,
     db: Database,
+    cache: ProductCache,
     idle_timeout: Duration,
     low_stock_threshold: i64,
     state: State,
@@ -88,12 +90,14 @@ impl SkuActor {
     pub fn new(
         sku: String,
         db: Database,
+        cache: ProductCache,
         idle_timeout: Duration,
         low_stock_threshold: i64,
     ) -> SkuActor {
         SkuActor {
             sku,
             db,
+            cache,
             idle_timeout,
             low_stock_threshold,
             state: State::Loading,
@@ -140,13 +144,23 @@ impl SkuActor {
         let ops: Vec<StockOp> = pending.iter().map(|p| p.op.clone()).collect();
         let event = pending.first().and_then(|p| p.event.clone());
         let (db, sku, current) = (self.db.clone(), self.sku.clone(), committed.clone());
+        let cache = self.cache.clone();
         let threshold = self.low_stock_threshold;
         metrics::histogram!("inventory_batch_size").record(ops.len() as f64);
         metrics::counter!("inventory_batches_total").increment(1);
         self.writing = true;
         let started = Instant::now();
         ctx.spawn(
-            async move { sku_batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await }
+            async move {
+                let version_before = current.version;
+                let result = sku_batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await;
+                // Cached product documents show availability: invalidate
+                // before any caller hears that the write happened.
+                if matches!(&result, Ok((committed, _)) if committed.version != version_before) {
+                    cache.invalidate(&sku).await;
+                }
+                result
+            }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     act.writing = false;

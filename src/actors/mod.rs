@@ -18,6 +18,7 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::cache::ProductCache;
 use crate::config::{ActorSettings, InventorySettings};
 use crate::db::events::NewEventRow;
 use crate::db::{inventory as inventory_db, Database};
@@ -99,6 +100,7 @@ pub struct Inventory {
 
 struct InventoryInner {
     db: Database,
+    cache: ProductCache,
     registry: Registry<SkuActor>,
     mailbox_capacity: usize,
     idle_timeout: Duration,
@@ -109,11 +111,17 @@ struct InventoryInner {
 impl Inventory {
     /// Starts the arbiters and the expiry sweeper. Must run inside an actix
     /// system (the engine's main, or a test's).
-    pub fn start(db: Database, actors: &ActorSettings, inventory: &InventorySettings) -> Inventory {
+    pub fn start(
+        db: Database,
+        cache: ProductCache,
+        actors: &ActorSettings,
+        inventory: &InventorySettings,
+    ) -> Inventory {
         let pool = ArbiterPool::new(actors.arbiters());
         let handle = Inventory {
             inner: Arc::new(InventoryInner {
                 db,
+                cache,
                 registry: Registry::new(KIND_SKU, pool),
                 mailbox_capacity: actors.mailbox_capacity,
                 idle_timeout: Duration::from_secs(actors.idle_timeout_s),
@@ -272,7 +280,11 @@ impl Inventory {
         &self,
         sku: &str,
     ) -> impl FnOnce(&mut actix::Context<SkuActor>) -> SkuActor + Send + 'static {
-        let (sku, db) = (sku.to_owned(), self.inner.db.clone());
+        let (sku, db, cache) = (
+            sku.to_owned(),
+            self.inner.db.clone(),
+            self.inner.cache.clone(),
+        );
         let (capacity, idle, threshold) = (
             self.inner.mailbox_capacity,
             self.inner.idle_timeout,
@@ -280,7 +292,7 @@ impl Inventory {
         );
         move |ctx| {
             ctx.set_mailbox_capacity(capacity);
-            SkuActor::new(sku, db, idle, threshold)
+            SkuActor::new(sku, db, cache, idle, threshold)
         }
     }
 

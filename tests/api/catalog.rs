@@ -152,3 +152,43 @@ backend_test! {
         assert_eq!(events.len(), 2, "restock and adjust each emit inventory.restocked: {events:?}");
     }
 }
+
+fn cache_hits(metrics: &str) -> f64 {
+    crate::ops::parse_prometheus(metrics)
+        .iter()
+        .find(|s| {
+            s.name == "product_cache_lookups_total"
+                && s.labels.get("result").map(String::as_str) == Some("hit")
+        })
+        .map_or(0.0, |s| s.value)
+}
+
+backend_test! {
+    async fn cached_product_reads_show_every_write_at_once(app) {
+        let admin = app.admin_token().await;
+        create(&app, &admin, "cached", 10).await.assert_status(201);
+        let metrics = || async { app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+
+        app.get("/api/v1/products/cached", None).await.assert_status(200);
+        let hits_before = cache_hits(&metrics().await);
+        for _ in 0..3 {
+            assert_eq!(app.get("/api/v1/products/cached", None).await.body["availability"]["on_hand"], 10);
+        }
+        assert!(cache_hits(&metrics().await) >= hits_before + 3.0, "repeated reads are served from the cache");
+        if let Some(prefix) = app.redis_prefix() {
+            let client = redis::Client::open(crate::support::backends::redis_url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let cached: Option<String> = redis::cmd("GET").arg(format!("{prefix}:product:cached")).query_async(&mut conn).await.unwrap();
+            assert!(cached.is_some(), "with Redis configured the document lives in Redis");
+        }
+
+        app.post("/api/v1/inventory/cached/restock", json!({"quantity": 5}), Some(&admin)).await.assert_status(200);
+        assert_eq!(app.get("/api/v1/products/cached", None).await.body["availability"]["on_hand"], 15);
+        app.post("/api/v1/inventory/cached/adjust", json!({"delta": -3, "reason": "count"}), Some(&admin)).await.assert_status(200);
+        assert_eq!(app.get("/api/v1/products/cached", None).await.body["availability"]["on_hand"], 12);
+        app.call(Method::PATCH, "/api/v1/products/cached", Some(json!({"price": 4242})), Some(&admin)).await.assert_status(200);
+        let read = app.get("/api/v1/products/cached", None).await;
+        assert_eq!(read.body["price"], 4242);
+        assert_eq!(read.body["availability"]["on_hand"], 12);
+    }
+}

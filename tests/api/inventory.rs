@@ -19,7 +19,8 @@ use crate::support::Backend;
 
 async fn create_sku(db: &Database, sku: &str, stock: i64) -> Sku {
     let new = NewProduct::parse(sku, "Flash item", None, 999, "USD", Some(stock)).unwrap();
-    Catalog::new(db.clone()).create(&new).await.unwrap();
+    let cache = orderflow::cache::ProductCache::new(None, std::time::Duration::from_secs(30));
+    Catalog::new(db.clone(), cache).create(&new).await.unwrap();
     new.sku
 }
 

@@ -31,7 +31,10 @@ impl ActorEngine {
         let engine_db = db.clone();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                let inventory = Inventory::start(engine_db, &settings.actors, &settings.inventory);
+                let cache =
+                    orderflow::cache::ProductCache::new(None, std::time::Duration::from_secs(30));
+                let inventory =
+                    Inventory::start(engine_db, cache, &settings.actors, &settings.inventory);
                 let _ = ready_tx.send(inventory);
                 let _ = stop_rx.await;
             });
