@@ -81,7 +81,10 @@ pub async fn get(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&sku)?;
-    let document = catalog.get_document(&sku).await?.ok_or(ApiError::NotFound)?;
+    let document = catalog
+        .get_document(&sku)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(document.to_string()))

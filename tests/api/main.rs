@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod catalog;
+mod crash;
 mod errors;
 mod inventory;
 mod inventory_store;
