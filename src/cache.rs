@@ -11,10 +11,14 @@
 //!
 //! Redis failures degrade to reading the database. A bump that fails marks
 //! the cache dirty: this process neither reads nor fills it again until it
-//! has flushed every product document. The in-process cache is coherent only
-//! within one engine process; several processes need Redis (see docs).
+//! has flushed every product document *and generation* (so that a document
+//! read before the flush can never match a generation made after it), and
+//! the failed bump is retried in the background so that other processes stop
+//! serving the old document as soon as Redis answers again. The in-process
+//! cache is coherent only within one engine process; several processes need
+//! Redis (see docs).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -42,7 +46,10 @@ pub struct ProductCache {
     redis: Option<RedisConn>,
     local: Arc<DashMap<String, LocalEntry>>,
     ttl: Duration,
-    dirty: Arc<AtomicBool>,
+    /// Failed invalidations so far, and how many of them the last successful
+    /// flush covered: the cache is dirty while the first is ahead.
+    failed_bumps: Arc<AtomicU64>,
+    flushed_bumps: Arc<AtomicU64>,
 }
 
 struct LocalEntry {
@@ -87,7 +94,8 @@ impl ProductCache {
             redis,
             local: Arc::default(),
             ttl,
-            dirty: Arc::default(),
+            failed_bumps: Arc::default(),
+            flushed_bumps: Arc::default(),
         }
     }
 
@@ -140,17 +148,10 @@ impl ProductCache {
     pub async fn invalidate(&self, sku: &str) {
         match &self.redis {
             Some(redis) => {
-                let mut conn = redis.connection();
-                let result: redis::RedisResult<i64> = BUMP
-                    .key(redis.key(&format!("product-gen:{sku}")))
-                    .key(redis.key(&format!("product:{sku}")))
-                    .arg(random_generation())
-                    .arg(GENERATION_TTL_S)
-                    .invoke_async(&mut conn)
-                    .await;
-                if let Err(e) = result {
+                if let Err(e) = bump(redis, sku).await {
                     tracing::warn!(error = %e, sku, "product cache invalidation failed; bypassing the cache until it is flushed");
-                    self.dirty.store(true, Ordering::SeqCst);
+                    self.failed_bumps.fetch_add(1, Ordering::SeqCst);
+                    retry_bump_in_background(redis.clone(), sku.to_owned());
                 }
             }
             None => {
@@ -168,8 +169,13 @@ impl ProductCache {
     }
 
     async fn lookup_redis(&self, redis: &RedisConn, sku: &str) -> Lookup {
-        if self.dirty.load(Ordering::SeqCst) && !self.flush(redis).await {
-            return Lookup::Bypass;
+        let failed = self.failed_bumps.load(Ordering::SeqCst);
+        if failed > self.flushed_bumps.load(Ordering::SeqCst) {
+            if !self.flush(redis).await {
+                return Lookup::Bypass;
+            }
+            // Only the failures seen before the flush began are covered.
+            self.flushed_bumps.fetch_max(failed, Ordering::SeqCst);
         }
         let mut conn = redis.connection();
         let reply: redis::RedisResult<(u64, Option<String>)> = LOOKUP
@@ -194,36 +200,37 @@ impl ProductCache {
         }
     }
 
-    /// Deletes every cached product document; true when it worked.
+    /// Deletes every cached product document and generation; true when it
+    /// worked.
     async fn flush(&self, redis: &RedisConn) -> bool {
         let mut conn = redis.connection();
-        let pattern = redis.key("product:*");
-        let mut cursor: u64 = 0;
-        loop {
-            let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await;
-            let Ok((next, keys)) = page else { return false };
-            if !keys.is_empty()
-                && redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async::<i64>(&mut conn)
-                    .await
-                    .is_err()
-            {
-                return false;
+        for pattern in [redis.key("product:*"), redis.key("product-gen:*")] {
+            let mut cursor: u64 = 0;
+            loop {
+                let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await;
+                let Ok((next, keys)) = page else { return false };
+                if !keys.is_empty()
+                    && redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .is_err()
+                {
+                    return false;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
-        self.dirty.store(false, Ordering::SeqCst);
         tracing::info!("product cache flushed after a failed invalidation");
         true
     }
@@ -252,6 +259,30 @@ impl ProductCache {
             _ => Lookup::Miss(entry.generation),
         }
     }
+}
+
+async fn bump(redis: &RedisConn, sku: &str) -> redis::RedisResult<i64> {
+    let mut conn = redis.connection();
+    BUMP.key(redis.key(&format!("product-gen:{sku}")))
+        .key(redis.key(&format!("product:{sku}")))
+        .arg(random_generation())
+        .arg(GENERATION_TTL_S)
+        .invoke_async(&mut conn)
+        .await
+}
+
+/// Keeps trying a failed invalidation (every second, for up to ten minutes)
+/// so that other engine processes stop serving the old document once Redis
+/// is back; after that the documents have long expired.
+fn retry_bump_in_background(redis: RedisConn, sku: String) {
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if bump(&redis, &sku).await.is_ok() {
+                return;
+            }
+        }
+    });
 }
 
 fn random_generation() -> u64 {

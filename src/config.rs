@@ -29,6 +29,9 @@ const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
 /// tests; production refuses to start with it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "orderflow-development-secret-change-me-0123456789";
 
+/// Longest reservation lifetime accepted.
+pub const MAX_RESERVATION_TTL_S: u64 = 30 * 86_400;
+
 /// Minimum HS256 key length accepted in production.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -345,6 +348,21 @@ impl Settings {
         if self.actors.mailbox_capacity == 0 || self.actors.idle_timeout_s == 0 {
             bail!("actors.mailbox_capacity and actors.idle_timeout_s must be at least 1");
         }
+        if self.cache.product_ttl_ms > 600_000 {
+            bail!("cache.product_ttl_ms must be at most 600000 (10 minutes)");
+        }
+        if self.inventory.reservation_ttl_s > MAX_RESERVATION_TTL_S {
+            bail!("inventory.reservation_ttl_s must be at most {MAX_RESERVATION_TTL_S} (30 days)");
+        }
+        if self
+            .integrations
+            .stoq
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().is_empty())
+        {
+            bail!("integrations.stoq.secret must not be empty (leave it unset to refuse all Stoq events)");
+        }
         if self.inventory.reservation_ttl_s == 0 || self.inventory.expiry_sweep_interval_ms == 0 {
             bail!("inventory.reservation_ttl_s and inventory.expiry_sweep_interval_ms must be at least 1");
         }
@@ -526,6 +544,31 @@ mod tests {
             ],
         )
         .is_ok());
+    }
+
+    #[test]
+    fn empty_stoq_secret_and_unbounded_lifetimes_are_refused() {
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__INTEGRATIONS__STOQ__SECRET", "")],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("integrations.stoq.secret"),
+            "{err:#}"
+        );
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__INVENTORY__RESERVATION_TTL_S", "99999999999")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("reservation_ttl_s"), "{err:#}");
+        let err = load(
+            Environment::Development,
+            &[("ORDERFLOW__CACHE__PRODUCT_TTL_MS", "3600000")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("product_ttl_ms"), "{err:#}");
     }
 
     #[test]

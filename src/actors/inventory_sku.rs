@@ -7,11 +7,20 @@
 //! every waiting caller with an error and reloads the state from the database.
 //! A timer releases expired reservations; an idle actor stops, and the
 //! registry starts a fresh one on demand.
+//!
+//! Every message that is handled gets an answer: the actor never stops while
+//! it has queued work or a write in flight, and when it must stop (it cannot
+//! load) it answers its queue first. A message that reaches a mailbox just as
+//! the actor stops is dropped *unhandled*, which the sender sees and retries
+//! with a fresh actor (see `Inventory::call`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, Running,
+    WrapFuture,
 };
 use chrono::Utc;
 use tokio::sync::oneshot;
@@ -35,6 +44,7 @@ pub struct SkuSnapshot {
     pub reservations: Vec<Reservation>,
 }
 
+#[derive(Clone)]
 pub(super) enum SkuRequest {
     Op(StockOp),
     /// An operation asked for by an external event, recorded with it in one
@@ -44,7 +54,9 @@ pub(super) enum SkuRequest {
 }
 
 pub(super) enum SkuReply {
-    Outcome(StockOutcome),
+    /// The outcome, with the state right after the batch for operations
+    /// whose callers want it (restock, adjust).
+    Outcome(StockOutcome, Option<SkuSnapshot>),
     Snapshot(SkuSnapshot),
     /// The external event was recorded before; nothing was applied.
     Duplicate,
@@ -62,6 +74,9 @@ pub(super) struct SkuMessage {
     pub request: SkuRequest,
     /// `None` for fire-and-forget work such as expiry sweeps.
     pub reply: Option<Reply>,
+    /// Set when the actor starts handling the message; a message dropped
+    /// unhandled (its actor was stopping) is safe to send again.
+    pub handled: Arc<AtomicBool>,
 }
 
 impl Message for SkuMessage {
@@ -71,6 +86,7 @@ impl Message for SkuMessage {
 enum State {
     Loading,
     Ready(Committed),
+    /// The SKU does not exist; the actor answers so and stops at its next tick.
     Missing,
 }
 
@@ -107,7 +123,8 @@ impl SkuActor {
         }
     }
 
-    /// Loads (or reloads) the state; no message is handled meanwhile.
+    /// Loads (or reloads) the state; no message is handled meanwhile. Then
+    /// carries on with whatever queued up.
     fn load(&mut self, ctx: &mut Context<Self>) {
         self.state = State::Loading;
         let (db, sku) = (self.db.clone(), self.sku.clone());
@@ -115,14 +132,29 @@ impl SkuActor {
             async move { sku_batch::load(&db, &sku).await }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Ok(committed) => act.state = State::Ready(committed),
-                    Err(LoadError::UnknownSku) => act.state = State::Missing,
+                    Ok(committed) => {
+                        act.state = State::Ready(committed);
+                        act.flush(ctx);
+                    }
+                    Err(LoadError::UnknownSku) => {
+                        act.state = State::Missing;
+                        act.answer_queue(|| InventoryError::UnknownSku);
+                    }
                     Err(e) => {
                         tracing::error!(sku = %act.sku, error = %e, "could not load inventory; stopping the actor");
+                        let cause = e.to_string();
+                        act.answer_queue(|| InventoryError::Unavailable(cause.clone()));
                         ctx.stop();
                     }
                 }),
         );
+    }
+
+    /// Answers every queued operation with an error.
+    fn answer_queue(&mut self, error: impl Fn() -> InventoryError) {
+        for p in self.queue.drain(..) {
+            send(p.reply, Err(error()));
+        }
     }
 
     /// Starts the next group commit if none is in flight.
@@ -161,80 +193,103 @@ impl SkuActor {
                 }
                 result
             }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.writing = false;
-                    metrics::histogram!("inventory_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-                    match result {
-                        Ok((committed, results)) => {
-                            act.state = State::Ready(committed);
-                            answer(pending, results);
-                        }
-                        Err(RunError::Load(LoadError::UnknownSku)) => {
-                            act.state = State::Missing;
-                            for p in pending {
-                                send(p.reply, Err(InventoryError::UnknownSku));
-                            }
-                        }
-                        Err(RunError::DuplicateEvent) => {
-                            for p in pending {
-                                send(p.reply, Ok(SkuReply::Duplicate));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(sku = %act.sku, error = %e, "inventory write failed; reloading");
-                            for p in pending {
-                                send(p.reply, Err(InventoryError::Unavailable(e.to_string())));
-                            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.writing = false;
+                metrics::histogram!("inventory_batch_duration_seconds").record(started.elapsed().as_secs_f64());
+                match result {
+                    Ok((committed, results)) => {
+                        answer(&act.sku, pending, results, &committed);
+                        let stale = committed.stale;
+                        act.state = State::Ready(committed);
+                        if stale {
+                            // The write committed but the state could not be
+                            // re-read; read it before the next batch.
                             act.load(ctx);
+                            return;
                         }
                     }
-                    act.flush(ctx);
-                }),
+                    Err(RunError::Load(LoadError::UnknownSku)) => {
+                        act.state = State::Missing;
+                        for p in pending {
+                            send(p.reply, Err(InventoryError::UnknownSku));
+                        }
+                        act.answer_queue(|| InventoryError::UnknownSku);
+                    }
+                    Err(RunError::DuplicateEvent) => {
+                        for p in pending {
+                            send(p.reply, Ok(SkuReply::Duplicate));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(sku = %act.sku, error = %e, "inventory write failed; reloading");
+                        for p in pending {
+                            send(p.reply, Err(InventoryError::Unavailable(e.to_string())));
+                        }
+                        act.load(ctx);
+                        return;
+                    }
+                }
+                act.flush(ctx);
+            }),
         );
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let State::Ready(committed) = &self.state else {
-            if matches!(self.state, State::Missing)
-                && self.last_activity.elapsed() >= self.idle_timeout
-            {
-                ctx.stop();
+        match &self.state {
+            // Not remembered: the SKU may be created any moment.
+            State::Missing => ctx.stop(),
+            State::Loading => {}
+            State::Ready(committed) => {
+                if committed
+                    .stock
+                    .next_expiry()
+                    .is_some_and(|at| at <= Utc::now())
+                {
+                    self.queue.push(Pending {
+                        op: StockOp::Expire { now: Utc::now() },
+                        reply: None,
+                        event: None,
+                    });
+                }
+                if !self.queue.is_empty() {
+                    self.flush(ctx);
+                } else if !self.writing && self.last_activity.elapsed() >= self.idle_timeout {
+                    ctx.stop();
+                }
             }
-            return;
-        };
-        if committed
-            .stock
-            .next_expiry()
-            .is_some_and(|at| at <= Utc::now())
-        {
-            self.queue.push(Pending {
-                op: StockOp::Expire { now: Utc::now() },
-                reply: None,
-                event: None,
-            });
-            self.flush(ctx);
-            return;
         }
-        let idle = !self.writing
-            && self.queue.is_empty()
-            && self.last_activity.elapsed() >= self.idle_timeout;
-        if idle {
-            ctx.stop();
-        }
+    }
+
+    fn snapshot(&self, committed: &Committed) -> SkuSnapshot {
+        snapshot_of(&self.sku, committed)
     }
 }
 
-fn answer(pending: Vec<Pending>, results: Vec<OpResult>) {
-    for (Pending { reply, .. }, result) in pending.into_iter().zip(results) {
+fn snapshot_of(sku: &str, committed: &Committed) -> SkuSnapshot {
+    SkuSnapshot {
+        sku: sku.to_owned(),
+        levels: committed.stock.levels(),
+        version: committed.version,
+        reservations: committed.stock.reservations().cloned().collect(),
+    }
+}
+
+fn answer(sku: &str, pending: Vec<Pending>, results: Vec<OpResult>, committed: &Committed) {
+    for (Pending { op, reply, .. }, result) in pending.into_iter().zip(results) {
         if let Ok(StockOutcome::Expired(expired)) = &result {
             metrics::counter!("inventory_reservations_expired_total")
                 .increment(expired.len() as u64);
         }
-        send(
-            reply,
-            result.map(SkuReply::Outcome).map_err(InventoryError::from),
-        );
+        // Restock and adjust callers get the state after their change in the
+        // same answer, so that no second request can fail after it applied.
+        let wants_snapshot = matches!(op, StockOp::Restock { .. } | StockOp::Adjust { .. });
+        let reply_value = result
+            .map(|outcome| {
+                SkuReply::Outcome(outcome, wants_snapshot.then(|| snapshot_of(sku, committed)))
+            })
+            .map_err(InventoryError::from);
+        send(reply, reply_value);
     }
 }
 
@@ -252,15 +307,27 @@ impl Actor for SkuActor {
         self.load(ctx);
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
+
+    /// Never stop with work in hand: every handled message gets its answer.
+    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
+        if self.writing || (!self.queue.is_empty() && matches!(self.state, State::Ready(_))) {
+            Running::Continue
+        } else {
+            Running::Stop
+        }
+    }
 }
 
 impl Handler<SkuMessage> for SkuActor {
     type Result = ();
 
     fn handle(&mut self, msg: SkuMessage, ctx: &mut Context<Self>) {
+        msg.handled.store(true, Ordering::SeqCst);
         self.last_activity = Instant::now();
         match (&self.state, msg.request) {
             (State::Missing, _) => send(msg.reply, Err(InventoryError::UnknownSku)),
+            // Not reachable while loads hold the mailbox (`ctx.wait`); kept
+            // as an answer rather than a silent drop.
             (State::Loading, _) => send(
                 msg.reply,
                 Err(InventoryError::Unavailable(
@@ -268,12 +335,7 @@ impl Handler<SkuMessage> for SkuActor {
                 )),
             ),
             (State::Ready(committed), SkuRequest::Get) => {
-                let snapshot = SkuSnapshot {
-                    sku: self.sku.clone(),
-                    levels: committed.stock.levels(),
-                    version: committed.version,
-                    reservations: committed.stock.reservations().cloned().collect(),
-                };
+                let snapshot = self.snapshot(committed);
                 send(msg.reply, Ok(SkuReply::Snapshot(snapshot)));
             }
             (State::Ready(_), SkuRequest::Op(op)) => {

@@ -10,6 +10,7 @@ mod inventory_sku;
 pub mod registry;
 pub mod sku_batch;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub enum EventRestock {
 }
 
 const KIND_SKU: &str = "inventory_sku";
+/// Sends of one request before giving up, when actors keep stopping under it.
+const SEND_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InventoryError {
@@ -181,8 +184,8 @@ impl Inventory {
         quantity: i64,
         note: Option<String>,
     ) -> Result<SkuSnapshot, InventoryError> {
-        self.op(sku, StockOp::Restock { quantity, note }).await?;
-        self.snapshot(sku).await
+        self.op_with_snapshot(sku, StockOp::Restock { quantity, note })
+            .await
     }
 
     /// Restocks as asked by an external event, recording the event in the
@@ -196,7 +199,7 @@ impl Inventory {
     ) -> Result<EventRestock, InventoryError> {
         let request = SkuRequest::ExternalOp(StockOp::Restock { quantity, note }, event);
         match self.call(sku.as_str(), request, true).await? {
-            Some(SkuReply::Outcome(_)) => Ok(EventRestock::Applied(self.snapshot(sku).await?)),
+            Some(SkuReply::Outcome(_, Some(snapshot))) => Ok(EventRestock::Applied(snapshot)),
             Some(SkuReply::Duplicate) => Ok(EventRestock::Duplicate),
             _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
         }
@@ -208,8 +211,8 @@ impl Inventory {
         delta: i64,
         reason: String,
     ) -> Result<SkuSnapshot, InventoryError> {
-        self.op(sku, StockOp::Adjust { delta, reason }).await?;
-        self.snapshot(sku).await
+        self.op_with_snapshot(sku, StockOp::Adjust { delta, reason })
+            .await
     }
 
     /// The SKU as its actor last committed it.
@@ -224,55 +227,79 @@ impl Inventory {
         self.inner.registry.is_live(sku.as_str())
     }
 
+    /// Drops this process's actor for `sku` (for instance one that found the
+    /// SKU missing just before it was created); the next use starts afresh.
+    pub fn forget(&self, sku: &Sku) {
+        self.inner.registry.forget(sku.as_str());
+    }
+
     async fn op(&self, sku: &Sku, op: StockOp) -> Result<StockOutcome, InventoryError> {
         match self.call(sku.as_str(), SkuRequest::Op(op), true).await? {
-            Some(SkuReply::Outcome(outcome)) => Ok(outcome),
+            Some(SkuReply::Outcome(outcome, _)) => Ok(outcome),
+            _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
+        }
+    }
+
+    /// An operation whose answer carries the state right after it, from the
+    /// same batch: no second request that could fail after the change applied.
+    async fn op_with_snapshot(
+        &self,
+        sku: &Sku,
+        op: StockOp,
+    ) -> Result<SkuSnapshot, InventoryError> {
+        match self.call(sku.as_str(), SkuRequest::Op(op), true).await? {
+            Some(SkuReply::Outcome(_, Some(snapshot))) => Ok(snapshot),
             _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
         }
     }
 
     /// Sends one message to the SKU's actor (starting it if needed) and waits
-    /// for the answer. A mailbox that is full answers at once.
+    /// for the answer. A full mailbox answers at once. A message that was
+    /// dropped unhandled (its actor was stopping) is sent again to a fresh
+    /// actor; one that was handled is never sent twice.
     async fn call(
         &self,
         sku: &str,
         request: SkuRequest,
         wait: bool,
     ) -> Result<Option<SkuReply>, InventoryError> {
-        let (tx, rx) = oneshot::channel();
-        let mut message = SkuMessage {
-            request,
-            reply: wait.then_some(tx),
-        };
         let _depth = DepthGuard::new();
-        for _ in 0..2 {
+        for _ in 0..SEND_ATTEMPTS {
+            let (tx, rx) = oneshot::channel();
+            let handled = Arc::new(AtomicBool::new(false));
+            let message = SkuMessage {
+                request: request.clone(),
+                reply: wait.then_some(tx),
+                handled: handled.clone(),
+            };
             let addr = self
                 .inner
                 .registry
                 .get_or_start(sku, self.actor_factory(sku));
             match addr.try_send(message) {
-                Ok(()) => {
-                    if !wait {
-                        return Ok(None);
+                Ok(()) if !wait => return Ok(None),
+                Ok(()) => match rx.await {
+                    Ok(result) => return result.map(Some),
+                    Err(_) if !handled.load(Ordering::SeqCst) => {
+                        self.inner.registry.forget_if_stopped(sku);
                     }
-                    return match rx.await {
-                        Ok(result) => result.map(Some),
-                        Err(_) => Err(InventoryError::Unavailable(
-                            "the SKU actor stopped".to_owned(),
-                        )),
-                    };
-                }
+                    Err(_) => {
+                        return Err(InventoryError::Unavailable(
+                            "the SKU actor stopped while handling the request".to_owned(),
+                        ))
+                    }
+                },
                 Err(SendError::Full(_)) => {
                     metrics::counter!("actor_mailbox_rejections_total", "kind" => KIND_SKU)
                         .increment(1);
                     return Err(InventoryError::Overloaded);
                 }
                 // Stopped between lookup and send: the next lookup restarts it.
-                Err(SendError::Closed(returned)) => message = returned,
+                Err(SendError::Closed(_)) => {}
             }
         }
         Err(InventoryError::Unavailable(
-            "the SKU actor could not be started".to_owned(),
+            "the SKU actor could not be reached".to_owned(),
         ))
     }
 

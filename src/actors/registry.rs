@@ -93,6 +93,17 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
         self.publish_live();
     }
 
+    /// Forgets the actor for `id` so that the next message starts a fresh
+    /// one (which loads from the database); the old one stops on its own.
+    pub fn forget(&self, id: &str) {
+        self.actors.remove(id);
+    }
+
+    /// Forgets the actor for `id` if it has stopped (or is stopping).
+    pub fn forget_if_stopped(&self, id: &str) {
+        self.actors.remove_if(id, |_, addr| !addr.connected());
+    }
+
     pub fn is_live(&self, id: &str) -> bool {
         self.actors.get(id).is_some_and(|a| a.connected())
     }

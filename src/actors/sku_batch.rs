@@ -25,6 +25,9 @@ const MAX_ATTEMPTS: usize = 4;
 pub struct Committed {
     pub stock: SkuStock,
     pub version: i64,
+    /// A write committed but the state could not be re-read afterwards:
+    /// reload before the next batch.
+    pub stale: bool,
 }
 
 pub type OpResult = Result<StockOutcome, StockError>;
@@ -76,6 +79,7 @@ pub async fn load(db: &Database, sku: &str) -> Result<Committed, LoadError> {
     Ok(Committed {
         stock,
         version: levels.version,
+        stale: false,
     })
 }
 
@@ -128,8 +132,18 @@ pub async fn run(
                 let expected = working.levels();
                 if (levels.on_hand, levels.reserved) != (expected.on_hand, expected.reserved) {
                     // Another process changed this SKU too: our view is stale.
+                    // The batch committed whatever happens next, so its results
+                    // stand; only the state needs a fresh read.
                     drop(conn);
-                    return Ok((load(db, sku).await?, results));
+                    return Ok(match load(db, sku).await {
+                        Ok(fresh) => (fresh, results),
+                        Err(e) => {
+                            tracing::warn!(sku, error = %e, "re-reading inventory after a commit failed");
+                            let mut committed = current_with(working, levels.version);
+                            committed.stale = true;
+                            (committed, results)
+                        }
+                    });
                 }
                 return Ok((current_with(working, levels.version), results));
             }
@@ -149,7 +163,11 @@ pub async fn run(
 }
 
 fn current_with(stock: SkuStock, version: i64) -> Committed {
-    Committed { stock, version }
+    Committed {
+        stock,
+        version,
+        stale: false,
+    }
 }
 
 trait BatchIsEmpty {

@@ -183,6 +183,19 @@ fn conflict_on_unique_violation(e: diesel::result::Error) -> BatchError {
             diesel::result::DatabaseErrorKind::UniqueViolation,
             _,
         ) => BatchError::Conflict,
+        other => contention_as_conflict(other),
+    }
+}
+
+/// Serialization failures and deadlocks between engine processes are
+/// contention, not faults: the batch is re-planned and retried.
+fn contention_as_conflict(e: diesel::result::Error) -> BatchError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => BatchError::Conflict,
+        Error::DatabaseError(_, info) if info.message().contains("deadlock detected") => {
+            BatchError::Conflict
+        }
         other => BatchError::Query(other),
     }
 }
@@ -301,6 +314,11 @@ pub async fn write_batch(
             Ok(levels)
         })
         .await
+        .map_err(|e| match e {
+            // Also at COMMIT: contention there is a conflict too.
+            BatchError::Query(q) => contention_as_conflict(q),
+            other => other,
+        })
     })
 }
 

@@ -283,6 +283,15 @@ impl SkuStock {
     ) -> Result<StockChange, StockError> {
         check_quantity("quantity", quantity, MAX_LINE_QUANTITY)?;
         if let Some(existing) = self.reservations.get(&order_id) {
+            if existing.quantity != quantity {
+                return Err(StockError::InvalidQuantity {
+                    field: "quantity",
+                    message: format!(
+                        "the order already holds a reservation of {} on this SKU",
+                        existing.quantity
+                    ),
+                });
+            }
             return Ok(StockChange::new(StockOutcome::AlreadyReserved(
                 existing.clone(),
             )));
@@ -390,7 +399,13 @@ impl SkuStock {
             });
         }
         let on_hand = self.levels.on_hand + delta;
-        if on_hand < self.levels.reserved || on_hand > MAX_STOCK_CHANGE * 10 {
+        if on_hand > MAX_STOCK_CHANGE * 10 {
+            return Err(StockError::InvalidQuantity {
+                field: "delta",
+                message: "would take stock beyond the supported maximum".to_owned(),
+            });
+        }
+        if on_hand < self.levels.reserved {
             return Err(StockError::AdjustmentConflict {
                 on_hand: self.levels.on_hand,
                 reserved: self.levels.reserved,
@@ -672,7 +687,14 @@ mod tests {
                             }
                         }
                     }
-                    Err(_) => prop_assert_eq!(&s, &before),
+                    Err(e) => {
+                        prop_assert_eq!(&s, &before);
+                        // I8: out_of_stock only when the stock really is short.
+                        if let StockError::OutOfStock { requested, available } = e {
+                            prop_assert_eq!(available, before.levels().available());
+                            prop_assert!(requested > available);
+                        }
+                    }
                 }
                 let levels = s.levels();
                 // I1

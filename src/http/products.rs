@@ -7,6 +7,7 @@ use super::errors::ApiError;
 use super::extract::Json;
 use super::identity::{AdminUser, AuthUser};
 use super::pagination::{Page, PageQuery};
+use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::domain::inventory::Sku;
 use crate::domain::product::{NewProduct, ProductPatch};
@@ -46,6 +47,7 @@ pub fn path_sku(raw: &str) -> Result<Sku, ApiError> {
 pub async fn create(
     _admin: AdminUser,
     catalog: web::Data<Catalog>,
+    inventory: web::Data<Inventory>,
     Json(body): Json<CreateProduct>,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewProduct::parse(
@@ -58,10 +60,12 @@ pub async fn create(
     )
     .map_err(ApiError::validation)?;
     let product = catalog.create(&new).await?;
+    // An actor that looked for this SKU before it existed must not answer
+    // "unknown" any more.
+    inventory.forget(&new.sku);
     Ok(HttpResponse::Created().json(product))
 }
 
-/// Anyone may list; inactive products are listed for admins only.
 pub async fn list(
     user: Option<AuthUser>,
     catalog: web::Data<Catalog>,

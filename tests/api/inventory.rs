@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use orderflow::actors::{Inventory, InventoryError};
 use orderflow::catalog::Catalog;
 use orderflow::db::inventory::ledger_totals;
@@ -79,9 +78,10 @@ async fn two_hundred_buyers_for_fifty_units_get_exactly_fifty(backend: Backend) 
 
 async fn reservations_left_past_expiry_are_released_by_the_actor(backend: Backend) {
     let test_db = TestDatabase::create(backend).await;
+    // The sweeper is as good as off: the actor's own timer must do it.
     let engine = ActorEngine::start(&test_db.url, |s| {
         s.inventory.reservation_ttl_s = 1;
-        s.inventory.expiry_sweep_interval_ms = 200;
+        s.inventory.expiry_sweep_interval_ms = 3_600_000;
     })
     .await;
     let sku = create_sku(&engine.db, "expiring", 5).await;
@@ -118,6 +118,14 @@ async fn reservations_left_past_expiry_are_released_by_the_actor(backend: Backen
     )
     .await;
     assert_conserved(&engine.db, &sku, 5, 0).await;
+    let mut conn = engine.db.conn().await.unwrap();
+    let released = orderflow::db::outbox::payloads_for(&mut conn, "inventory.released", "expiring")
+        .await
+        .unwrap();
+    assert!(
+        !released.is_empty() && released.iter().all(|p| p.contains("\"expired\"")),
+        "{released:?}"
+    );
 }
 
 async fn a_restart_keeps_committed_reservations_and_invents_none(backend: Backend) {
@@ -159,6 +167,91 @@ async fn unknown_sku_is_unknown(backend: Backend) {
     );
 }
 
+async fn expired_reservations_of_a_stopped_actor_are_released_by_the_sweeper(backend: Backend) {
+    let test_db = TestDatabase::create(backend).await;
+    let sku;
+    {
+        // Reserve, then let the engine go before the reservations expire.
+        let engine = ActorEngine::start(&test_db.url, |s| s.inventory.reservation_ttl_s = 1).await;
+        sku = create_sku(&engine.db, "swept", 4).await;
+        engine
+            .inventory
+            .reserve(&sku, Uuid::now_v7(), 2)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A new engine never touches the SKU; only its sweeper can find it.
+    let engine =
+        ActorEngine::start(&test_db.url, |s| s.inventory.expiry_sweep_interval_ms = 100).await;
+    eventually(
+        "the sweeper wakes the SKU and releases",
+        Duration::from_secs(20),
+        || async {
+            let state = orderflow::actors::sku_batch::load(&engine.db, sku.as_str())
+                .await
+                .unwrap();
+            state.stock.levels().reserved == 0
+        },
+    )
+    .await;
+    assert_conserved(&engine.db, &sku, 4, 0).await;
+}
+
+async fn a_sku_looked_for_before_it_exists_works_once_created(backend: Backend) {
+    let test_db = TestDatabase::create(backend).await;
+    let engine = ActorEngine::start(&test_db.url, |_| {}).await;
+    let sku = Sku::parse("late-sku").unwrap();
+    assert_eq!(
+        engine.inventory.reserve(&sku, Uuid::now_v7(), 1).await,
+        Err(InventoryError::UnknownSku)
+    );
+    create_sku(&engine.db, "late-sku", 3).await;
+    // As the HTTP create handler does: drop the actor that saw it missing.
+    engine.inventory.forget(&sku);
+    engine
+        .inventory
+        .reserve(&sku, Uuid::now_v7(), 1)
+        .await
+        .unwrap();
+    // Without that, the actor that saw it missing lets go within a tick.
+    create_sku(&engine.db, "later-sku", 3).await;
+    let later = Sku::parse("later-sku").unwrap();
+    eventually(
+        "a missing SKU is not remembered",
+        Duration::from_secs(10),
+        || async {
+            engine
+                .inventory
+                .reserve(&later, Uuid::now_v7(), 1)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+}
+
+async fn a_retried_reservation_with_another_quantity_is_refused(backend: Backend) {
+    let test_db = TestDatabase::create(backend).await;
+    let engine = ActorEngine::start(&test_db.url, |_| {}).await;
+    let sku = create_sku(&engine.db, "retry-qty", 10).await;
+    let order = Uuid::now_v7();
+    let first = engine.inventory.reserve(&sku, order, 2).await.unwrap();
+    assert_eq!(
+        engine.inventory.reserve(&sku, order, 2).await.unwrap(),
+        first,
+        "same request, same reservation"
+    );
+    assert!(matches!(
+        engine.inventory.reserve(&sku, order, 3).await,
+        Err(InventoryError::InvalidQuantity {
+            field: "quantity",
+            ..
+        })
+    ));
+    assert_conserved(&engine.db, &sku, 10, 2).await;
+}
+
 macro_rules! both_backends {
     ($($name:ident),*) => {$(
         mod $name {
@@ -174,8 +267,74 @@ both_backends!(
     two_hundred_buyers_for_fifty_units_get_exactly_fifty,
     reservations_left_past_expiry_are_released_by_the_actor,
     a_restart_keeps_committed_reservations_and_invents_none,
-    unknown_sku_is_unknown
+    unknown_sku_is_unknown,
+    expired_reservations_of_a_stopped_actor_are_released_by_the_sweeper,
+    a_sku_looked_for_before_it_exists_works_once_created,
+    a_retried_reservation_with_another_quantity_is_refused
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_every_waiting_caller_and_the_actor_recovers() {
+    use crate::support::backends::{postgres_admin_url, with_search_path};
+    use crate::support::proxy::TcpProxy;
+    let test_db = TestDatabase::create(Backend::Postgres).await;
+    let schema = test_db
+        .url
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = postgres_admin_url();
+    let (scheme_user, rest) = admin.split_once('@').expect("admin URL has user@host");
+    let (host_port, tail) = rest.split_once('/').expect("admin URL has a database");
+    let proxy = TcpProxy::start(host_port.to_owned()).await;
+    let via_proxy = with_search_path(
+        &format!("{scheme_user}@127.0.0.1:{}/{tail}", proxy.port),
+        &schema,
+    );
+
+    let engine = ActorEngine::start(&via_proxy, |s| s.database.connect_timeout_ms = 500).await;
+    let sku = create_sku(&engine.db, "outage", 100).await;
+    engine
+        .inventory
+        .reserve(&sku, Uuid::now_v7(), 1)
+        .await
+        .unwrap();
+
+    proxy.go_down();
+    let during = (0..20).map(|_| engine.inventory.reserve(&sku, Uuid::now_v7(), 1));
+    let results = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(during),
+    )
+    .await
+    .expect("every caller gets an answer during the outage; none hangs");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(InventoryError::Unavailable(_)))),
+        "{results:?}"
+    );
+
+    proxy.come_back();
+    eventually(
+        "the actor reloads and serves again",
+        Duration::from_secs(30),
+        || async {
+            engine
+                .inventory
+                .reserve(&sku, Uuid::now_v7(), 1)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let state = orderflow::actors::sku_batch::load(&engine.db, sku.as_str())
+        .await
+        .unwrap();
+    let reserved = state.stock.levels().reserved;
+    assert_conserved(&engine.db, &sku, 100, reserved).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_postgres_database_sell_each_unit_once() {
@@ -191,5 +350,4 @@ async fn two_engines_on_one_postgres_database_sell_each_unit_once() {
     );
     assert_eq!(won_a + won_b, 50, "first sold {won_a}, second {won_b}");
     assert_conserved(&first.db, &sku, 50, 50).await;
-    let _ = Utc::now();
 }

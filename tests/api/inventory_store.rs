@@ -121,10 +121,20 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
         quantity: 2,
         expires_at: Utc::now() - Duration::seconds(1),
     };
+    // First batch: the reservations exist in the database afterwards...
+    let (state, results) = sku_batch::run(
+        &db,
+        "sku-2",
+        state,
+        &[kept.clone(), released.clone(), expiring],
+        0,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // ...so the second batch deletes real rows (and checks how many went).
     let ops = [
-        kept.clone(),
-        released.clone(),
-        expiring,
         StockOp::Commit {
             order_id: order(&kept),
         },
