@@ -122,6 +122,14 @@ impl DbError {
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
             )) => true,
+            // SQLite's writer lock still held after the busy timeout: contention,
+            // answered like an overloaded dependency, never as a fault.
+            DbError::Query(Error::DatabaseError(_, info))
+                if info.message().contains("database is locked")
+                    || info.message().contains("database table is locked") =>
+            {
+                true
+            }
             DbError::Query(_) => false,
         }
     }
