@@ -67,54 +67,41 @@ impl InsertRows for AsyncPgConnection {
     }
 }
 
+/// One INSERT per row, in the caller's transaction.
+macro_rules! insert_each {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        async move {
+            let mut inserted = 0;
+            for row in $rows {
+                inserted += diesel::insert_into($table)
+                    .values(row)
+                    .execute($conn)
+                    .await?;
+            }
+            Ok(inserted)
+        }
+        .boxed()
+    };
+}
+
 impl InsertRows for SqliteConn {
     fn insert_reservations<'a>(
         &'a mut self,
         rows: &'a [ReservationRow],
     ) -> BoxFuture<'a, QueryResult<usize>> {
-        async move {
-            let mut n = 0;
-            for row in rows {
-                n += diesel::insert_into(reservations::table)
-                    .values(row)
-                    .execute(self)
-                    .await?;
-            }
-            Ok(n)
-        }
-        .boxed()
+        insert_each!(self, reservations::table, rows)
     }
     fn insert_movements<'a>(
         &'a mut self,
         rows: &'a [NewMovementRow],
     ) -> BoxFuture<'a, QueryResult<usize>> {
-        async move {
-            let mut n = 0;
-            for row in rows {
-                n += diesel::insert_into(inventory_movements::table)
-                    .values(row)
-                    .execute(self)
-                    .await?;
-            }
-            Ok(n)
-        }
-        .boxed()
+        insert_each!(self, inventory_movements::table, rows)
     }
     fn insert_events<'a>(
         &'a mut self,
         rows: &'a [NewOutboxRow],
     ) -> BoxFuture<'a, QueryResult<usize>> {
-        async move {
-            let mut n = 0;
-            for row in rows {
-                n += diesel::insert_into(outbox::table)
-                    .values(row)
-                    .execute(self)
-                    .await?;
-            }
-            Ok(n)
-        }
-        .boxed()
+        insert_each!(self, outbox::table, rows)
     }
 }
 

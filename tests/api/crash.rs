@@ -136,19 +136,4 @@ async fn kill_9_mid_reservations_loses_nothing_and_invents_nothing(backend: Back
     assert!(held.len() >= acked.len());
 }
 
-mod kill_9_mid_reservations_loses_nothing_and_invents_nothing {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::kill_9_mid_reservations_loses_nothing_and_invents_nothing(
-            crate::support::Backend::Postgres,
-        )
-        .await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::kill_9_mid_reservations_loses_nothing_and_invents_nothing(
-            crate::support::Backend::Sqlite,
-        )
-        .await
-    }
-}
+crate::both_backends!(kill_9_mid_reservations_loses_nothing_and_invents_nothing);

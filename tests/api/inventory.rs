@@ -252,18 +252,7 @@ async fn a_retried_reservation_with_another_quantity_is_refused(backend: Backend
     assert_conserved(&engine.db, &sku, 10, 2).await;
 }
 
-macro_rules! both_backends {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(crate::support::Backend::Postgres).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(crate::support::Backend::Sqlite).await }
-        }
-    )*};
-}
-
-both_backends!(
+crate::both_backends!(
     two_hundred_buyers_for_fifty_units_get_exactly_fifty,
     reservations_left_past_expiry_are_released_by_the_actor,
     a_restart_keeps_committed_reservations_and_invents_none,

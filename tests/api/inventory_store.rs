@@ -173,18 +173,7 @@ async fn unknown_sku_is_reported(backend: Backend) {
     ));
 }
 
-macro_rules! both_backends {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(crate::support::Backend::Postgres).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(crate::support::Backend::Sqlite).await }
-        }
-    )*};
-}
-
-both_backends!(
+crate::both_backends!(
     stale_writers_cannot_oversell,
     commit_release_and_expiry_are_persisted,
     unknown_sku_is_reported

@@ -213,18 +213,7 @@ async fn other_event_types_are_recorded_once_and_bad_restocks_refused(backend: B
     );
 }
 
-macro_rules! both_backends {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() { super::$name(crate::support::Backend::Postgres).await }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() { super::$name(crate::support::Backend::Sqlite).await }
-        }
-    )*};
-}
-
-both_backends!(
+crate::both_backends!(
     a_signed_restock_is_applied_once_however_often_it_is_delivered,
     concurrent_first_deliveries_apply_once,
     unsigned_or_badly_signed_events_are_401_and_change_nothing,

@@ -35,3 +35,23 @@ macro_rules! backend_test {
         }
     };
 }
+
+/// Declares a `postgres` and a `sqlite` test that call `$name(Backend)`, for
+/// tests that need more control than `backend_test!` gives (their own
+/// database handle, several engines, custom settings).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::Backend::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::Backend::Sqlite).await
+            }
+        }
+    )*};
+}
