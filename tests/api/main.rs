@@ -13,4 +13,5 @@ mod inventory_store;
 mod ops;
 mod processes;
 mod stoq;
+mod two_processes;
 mod users;

@@ -1,0 +1,126 @@
+//! Two engine processes on one PostgreSQL database, each with its own actor
+//! for the same SKU, half the buyers on each: every unit is sold once.
+//!
+//! The engines are child processes: this test binary run again with
+//! `two_processes::rush_worker`, which makes its share of one-unit
+//! reservation attempts at once and prints `WON` or `REFUSED` for each.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use orderflow::cache::ProductCache;
+use orderflow::catalog::Catalog;
+use orderflow::domain::inventory::Sku;
+use orderflow::domain::product::NewProduct;
+use uuid::Uuid;
+
+use crate::support::actors::ActorEngine;
+use crate::support::backends::TestDatabase;
+use crate::support::Backend;
+
+const WORKER_DB: &str = "ORDERFLOW_RUSH_WORKER_DATABASE_URL";
+const SKU: &str = "shared-hot";
+const STOCK: i64 = 50;
+const ATTEMPTS_PER_PROCESS: usize = 100;
+
+/// The child process of the two-process test, not a test of its own: without
+/// `ORDERFLOW_RUSH_WORKER_DATABASE_URL` it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of two_engine_processes_sell_each_unit_once; run by it"]
+async fn rush_worker() {
+    let Ok(url) = std::env::var(WORKER_DB) else {
+        return;
+    };
+    let engine = ActorEngine::start(&url, |_| {}).await;
+    let sku = Sku::parse(SKU).expect("sku");
+    println!();
+    let tries =
+        (0..ATTEMPTS_PER_PROCESS).map(|_| engine.inventory.reserve(&sku, Uuid::now_v7(), 1));
+    for result in futures_util::future::join_all(tries).await {
+        match result {
+            Ok(_) => println!("WON"),
+            Err(orderflow::actors::InventoryError::OutOfStock { .. }) => println!("REFUSED"),
+            Err(e) => println!("ERROR {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engine_processes_sell_each_unit_once() {
+    let test_db = TestDatabase::create(Backend::Postgres).await;
+    let engine = ActorEngine::start(&test_db.url, |_| {}).await;
+    let new = NewProduct::parse(SKU, "Shared", None, 100, "USD", Some(STOCK)).expect("product");
+    Catalog::new(
+        engine.db.clone(),
+        ProductCache::new(None, Duration::from_secs(1)),
+    )
+    .create(&new)
+    .await
+    .expect("create");
+
+    let spawn = || {
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "two_processes::rush_worker",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(WORKER_DB, &test_db.url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning an engine process")
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = tokio::task::spawn_blocking(move || {
+        [first, second].map(|child| {
+            String::from_utf8_lossy(&child.wait_with_output().expect("engine output").stdout)
+                .into_owned()
+        })
+    })
+    .await
+    .expect("join");
+
+    // libtest starts its own line ("test ... ") before the worker's output,
+    // so a word is counted wherever it ends a line.
+    let count = |out: &str, word: &str| {
+        out.lines()
+            .filter(|l| l.split_whitespace().last() == Some(word))
+            .count()
+    };
+    let won: Vec<usize> = outputs.iter().map(|o| count(o, "WON")).collect();
+    let refused: usize = outputs.iter().map(|o| count(o, "REFUSED")).sum();
+    let errors: Vec<&str> = outputs
+        .iter()
+        .flat_map(|o| o.lines().filter(|l| l.contains("ERROR ")))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "contention is never an error: {errors:?}"
+    );
+    assert_eq!(
+        won.iter().sum::<usize>() as i64,
+        STOCK,
+        "each process won {won:?}"
+    );
+    assert_eq!(
+        refused,
+        2 * ATTEMPTS_PER_PROCESS - STOCK as usize,
+        "every other attempt was refused"
+    );
+
+    let state = orderflow::actors::sku_batch::load(&engine.db, SKU)
+        .await
+        .expect("state");
+    let levels = state.stock.levels();
+    assert_eq!((levels.on_hand, levels.reserved), (STOCK, STOCK));
+    let mut conn = engine.db.conn().await.unwrap();
+    assert_eq!(
+        orderflow::db::inventory::ledger_totals(&mut conn, SKU)
+            .await
+            .unwrap(),
+        (STOCK, STOCK)
+    );
+}
