@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::config::{ActorSettings, InventorySettings};
+use crate::config::{ActorSettings, InventorySettings, MAX_RESERVATION_TTL_S};
 use crate::db::events::NewEventRow;
 use crate::db::{inventory as inventory_db, Database};
 use crate::domain::inventory::{Reservation, Sku, StockError, StockOp, StockOutcome};
@@ -128,8 +128,10 @@ impl Inventory {
                 registry: Registry::new(KIND_SKU, pool),
                 mailbox_capacity: actors.mailbox_capacity,
                 idle_timeout: Duration::from_secs(actors.idle_timeout_s),
+                // Bounded by validation; clamped here too so no setting can
+                // make the duration arithmetic overflow.
                 reservation_ttl: chrono::Duration::seconds(
-                    i64::try_from(inventory.reservation_ttl_s).unwrap_or(i64::MAX / 2),
+                    inventory.reservation_ttl_s.min(MAX_RESERVATION_TTL_S) as i64,
                 ),
                 low_stock_threshold: inventory.low_stock_threshold,
             }),
