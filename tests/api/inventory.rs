@@ -214,9 +214,14 @@ async fn a_sku_looked_for_before_it_exists_works_once_created(backend: Backend) 
         .reserve(&sku, Uuid::now_v7(), 1)
         .await
         .unwrap();
-    // Without that, the actor that saw it missing lets go within a tick.
-    create_sku(&engine.db, "later-sku", 3).await;
+    // Without that (another process created it), the actor that saw it
+    // missing lets go within a tick.
     let later = Sku::parse("later-sku").unwrap();
+    assert_eq!(
+        engine.inventory.reserve(&later, Uuid::now_v7(), 1).await,
+        Err(InventoryError::UnknownSku)
+    );
+    create_sku(&engine.db, "later-sku", 3).await;
     eventually(
         "a missing SKU is not remembered",
         Duration::from_secs(10),
@@ -261,6 +266,53 @@ crate::both_backends!(
     a_sku_looked_for_before_it_exists_works_once_created,
     a_retried_reservation_with_another_quantity_is_refused
 );
+
+/// Only the first batch write fails (a trigger on the ledger raises once; a
+/// sequence counts, because sequences survive the rollback). Callers queued
+/// behind the failed write must be answered after the reload, with nothing
+/// else arriving to wake the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_queued_behind_a_failed_write_are_answered_after_the_reload() {
+    let test_db = TestDatabase::create(Backend::Postgres).await;
+    let engine = ActorEngine::start(&test_db.url, |_| {}).await;
+    let sku = create_sku(&engine.db, "fails-once", 100).await;
+    let mut conn = engine.db.conn().await.unwrap();
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel_async::SimpleAsyncConnection;
+        c.batch_execute(
+            "CREATE SEQUENCE fail_once_seq;
+             CREATE FUNCTION fail_once() RETURNS trigger AS $$
+             BEGIN
+               IF nextval('fail_once_seq') = 1 THEN RAISE EXCEPTION 'injected write failure'; END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER fail_once BEFORE INSERT ON inventory_movements FOR EACH ROW EXECUTE FUNCTION fail_once();",
+        )
+        .await
+    })
+    .unwrap();
+    drop(conn);
+
+    let callers = (0..30).map(|_| engine.inventory.reserve(&sku, Uuid::now_v7(), 1));
+    let results = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join_all(callers),
+    )
+    .await
+    .expect("every caller is answered; none waits for a message that never comes");
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r, Err(InventoryError::Unavailable(_))))
+        .count();
+    let reserved = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(failed + reserved, 30, "{results:?}");
+    assert!(failed >= 1, "the injected failure hit the first batch");
+    assert!(
+        reserved >= 1,
+        "the queued callers were served after the reload: {results:?}"
+    );
+    assert_conserved(&engine.db, &sku, 100, reserved as i64).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_every_waiting_caller_and_the_actor_recovers() {

@@ -19,6 +19,8 @@ use crate::support::backends::TestDatabase;
 use crate::support::Backend;
 
 const WORKER_DB: &str = "ORDERFLOW_RUSH_WORKER_DATABASE_URL";
+/// A directory where each worker announces it is ready and waits for `go`.
+const WORKER_BARRIER: &str = "ORDERFLOW_RUSH_WORKER_BARRIER";
 const SKU: &str = "shared-hot";
 const STOCK: i64 = 50;
 const ATTEMPTS_PER_PROCESS: usize = 100;
@@ -33,6 +35,14 @@ async fn rush_worker() {
     };
     let engine = ActorEngine::start(&url, |_| {}).await;
     let sku = Sku::parse(SKU).expect("sku");
+    // Warm up (start and load the SKU's actor), say so, then wait for the
+    // other process: both rush at the same moment.
+    engine.inventory.snapshot(&sku).await.expect("warm-up");
+    let barrier = std::path::PathBuf::from(std::env::var(WORKER_BARRIER).expect("barrier dir"));
+    std::fs::write(barrier.join(format!("ready-{}", std::process::id())), b"").expect("ready file");
+    while !barrier.join("go").exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     println!();
     let tries =
         (0..ATTEMPTS_PER_PROCESS).map(|_| engine.inventory.reserve(&sku, Uuid::now_v7(), 1));
@@ -58,6 +68,7 @@ async fn two_engine_processes_sell_each_unit_once() {
     .await
     .expect("create");
 
+    let barrier = tempfile::tempdir().expect("barrier dir");
     let spawn = || {
         Command::new(std::env::current_exe().expect("test binary"))
             .args([
@@ -68,16 +79,34 @@ async fn two_engine_processes_sell_each_unit_once() {
                 "--test-threads=1",
             ])
             .env(WORKER_DB, &test_db.url)
+            .env(WORKER_BARRIER, barrier.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning an engine process")
     };
     let (first, second) = (spawn(), spawn());
+    crate::support::process::eventually(
+        "both engine processes are ready",
+        Duration::from_secs(60),
+        || async {
+            std::fs::read_dir(barrier.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+                >= 2
+        },
+    )
+    .await;
+    std::fs::write(barrier.path().join("go"), b"").expect("go file");
     let outputs = tokio::task::spawn_blocking(move || {
         [first, second].map(|child| {
-            String::from_utf8_lossy(&child.wait_with_output().expect("engine output").stdout)
-                .into_owned()
+            let output = child.wait_with_output().expect("engine output");
+            assert!(
+                output.status.success(),
+                "an engine process failed: {:?}",
+                output.status
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
         })
     })
     .await
