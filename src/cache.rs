@@ -18,7 +18,7 @@
 //! cache is coherent only within one engine process; several processes need
 //! Redis (see docs).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,10 @@ pub struct ProductCache {
     /// flush covered: the cache is dirty while the first is ahead.
     failed_bumps: Arc<AtomicU64>,
     flushed_bumps: Arc<AtomicU64>,
+    /// One flush at a time; lookups meanwhile bypass the cache.
+    flushing: Arc<AtomicBool>,
+    /// SKUs whose failed invalidation is being retried (one task each).
+    retrying: Arc<DashMap<String, u64>>,
 }
 
 struct LocalEntry {
@@ -96,6 +100,8 @@ impl ProductCache {
             ttl,
             failed_bumps: Arc::default(),
             flushed_bumps: Arc::default(),
+            flushing: Arc::default(),
+            retrying: Arc::default(),
         }
     }
 
@@ -151,7 +157,7 @@ impl ProductCache {
                 if let Err(e) = bump(redis, sku).await {
                     tracing::warn!(error = %e, sku, "product cache invalidation failed; bypassing the cache until it is flushed");
                     self.failed_bumps.fetch_add(1, Ordering::SeqCst);
-                    retry_bump_in_background(redis.clone(), sku.to_owned());
+                    self.retry_in_background(redis.clone(), sku.to_owned());
                 }
             }
             None => {
@@ -171,11 +177,19 @@ impl ProductCache {
     async fn lookup_redis(&self, redis: &RedisConn, sku: &str) -> Lookup {
         let failed = self.failed_bumps.load(Ordering::SeqCst);
         if failed > self.flushed_bumps.load(Ordering::SeqCst) {
-            if !self.flush(redis).await {
+            // One flush at a time; everyone else reads the database meanwhile.
+            if self.flushing.swap(true, Ordering::SeqCst) {
                 return Lookup::Bypass;
             }
-            // Only the failures seen before the flush began are covered.
-            self.flushed_bumps.fetch_max(failed, Ordering::SeqCst);
+            let flushed = self.flush(redis).await;
+            if flushed {
+                // Only the failures seen before the flush began are covered.
+                self.flushed_bumps.fetch_max(failed, Ordering::SeqCst);
+            }
+            self.flushing.store(false, Ordering::SeqCst);
+            if !flushed {
+                return Lookup::Bypass;
+            }
         }
         let mut conn = redis.connection();
         let reply: redis::RedisResult<(u64, Option<String>)> = LOOKUP
@@ -198,6 +212,37 @@ impl ProductCache {
                 Lookup::Bypass
             }
         }
+    }
+
+    /// Keeps trying a failed invalidation (every second, for up to ten
+    /// minutes) so that other engine processes stop serving the old document
+    /// once Redis is back; documents live at most `cache.product_ttl_ms`
+    /// (bounded to ten minutes) anyway. One task per SKU, however many writes
+    /// failed meanwhile: the newest failure is covered by the same bump.
+    fn retry_in_background(&self, redis: RedisConn, sku: String) {
+        // The value counts failures; a task is spawned only for the first.
+        let first = {
+            let mut failures = self.retrying.entry(sku.clone()).or_insert(0);
+            *failures += 1;
+            *failures == 1
+        };
+        if !first {
+            return;
+        }
+        let retrying = self.retrying.clone();
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                let seen = retrying.get(&sku).map_or(0, |f| *f);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Done only once a bump succeeded after the latest failure.
+                if bump(&redis, &sku).await.is_ok()
+                    && retrying.remove_if(&sku, |_, f| *f == seen).is_some()
+                {
+                    return;
+                }
+            }
+            retrying.remove(&sku);
+        });
     }
 
     /// Deletes every cached product document and generation; true when it
@@ -269,20 +314,6 @@ async fn bump(redis: &RedisConn, sku: &str) -> redis::RedisResult<i64> {
         .arg(GENERATION_TTL_S)
         .invoke_async(&mut conn)
         .await
-}
-
-/// Keeps trying a failed invalidation (every second, for up to ten minutes)
-/// so that other engine processes stop serving the old document once Redis
-/// is back; after that the documents have long expired.
-fn retry_bump_in_background(redis: RedisConn, sku: String) {
-    tokio::spawn(async move {
-        for _ in 0..600 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if bump(&redis, &sku).await.is_ok() {
-                return;
-            }
-        }
-    });
 }
 
 fn random_generation() -> u64 {

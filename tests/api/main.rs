@@ -5,6 +5,7 @@
 mod support;
 
 mod auth;
+mod cache;
 mod catalog;
 mod crash;
 mod errors;
