@@ -200,7 +200,7 @@ impl SkuActor {
                 match result {
                     Ok((committed, results)) => {
                         answer(&act.sku, pending, results, &committed);
-                        let stale = committed.stale;
+                        let stale = committed.stale_levels.is_some();
                         act.state = State::Ready(committed);
                         if stale {
                             // The write committed but the state could not be
@@ -269,7 +269,9 @@ impl SkuActor {
 fn snapshot_of(sku: &str, committed: &Committed) -> SkuSnapshot {
     SkuSnapshot {
         sku: sku.to_owned(),
-        levels: committed.stock.levels(),
+        levels: committed
+            .stale_levels
+            .unwrap_or_else(|| committed.stock.levels()),
         version: committed.version,
         reservations: committed.stock.reservations().cloned().collect(),
     }

@@ -25,9 +25,10 @@ const MAX_ATTEMPTS: usize = 4;
 pub struct Committed {
     pub stock: SkuStock,
     pub version: i64,
-    /// A write committed but the state could not be re-read afterwards:
-    /// reload before the next batch.
-    pub stale: bool,
+    /// Set when a write committed but the state could not be re-read
+    /// afterwards: the levels the write itself returned, to report instead
+    /// of this (stale) view. Reload before the next batch.
+    pub stale_levels: Option<StockLevels>,
 }
 
 pub type OpResult = Result<StockOutcome, StockError>;
@@ -79,7 +80,7 @@ pub async fn load(db: &Database, sku: &str) -> Result<Committed, LoadError> {
     Ok(Committed {
         stock,
         version: levels.version,
-        stale: false,
+        stale_levels: None,
     })
 }
 
@@ -140,7 +141,10 @@ pub async fn run(
                         Err(e) => {
                             tracing::warn!(sku, error = %e, "re-reading inventory after a commit failed");
                             let mut committed = current_with(working, levels.version);
-                            committed.stale = true;
+                            committed.stale_levels = Some(StockLevels {
+                                on_hand: levels.on_hand,
+                                reserved: levels.reserved,
+                            });
                             (committed, results)
                         }
                     });
@@ -166,7 +170,7 @@ fn current_with(stock: SkuStock, version: i64) -> Committed {
     Committed {
         stock,
         version,
-        stale: false,
+        stale_levels: None,
     }
 }
 
