@@ -7,7 +7,6 @@
 //! mid-stream, starts a fresh engine on the same database and checks.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orderflow::cache::ProductCache;
@@ -65,17 +64,8 @@ async fn kill_9_mid_reservations_loses_nothing_and_invents_nothing(backend: Back
         .expect("create");
     }
 
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "crash::crash_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = crate::support::process::worker_process("crash::crash_worker")
         .env(WORKER_DB, &test_db.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawning the worker");
     let stdout = child.stdout.take().expect("stdout");

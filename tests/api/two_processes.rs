@@ -5,7 +5,6 @@
 //! `two_processes::rush_worker`, which makes its share of one-unit
 //! reservation attempts at once and prints `WON` or `REFUSED` for each.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orderflow::cache::ProductCache;
@@ -70,18 +69,9 @@ async fn two_engine_processes_sell_each_unit_once() {
 
     let barrier = tempfile::tempdir().expect("barrier dir");
     let spawn = || {
-        Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "two_processes::rush_worker",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        crate::support::process::worker_process("two_processes::rush_worker")
             .env(WORKER_DB, &test_db.url)
             .env(WORKER_BARRIER, barrier.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawning an engine process")
     };

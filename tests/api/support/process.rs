@@ -169,3 +169,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// This test binary run again as a child process that executes only the
+/// (ignored) test `name`: how crash and multi-process tests get real engine
+/// processes. The child's stdout is piped; what it prints is its report.
+pub fn worker_process(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    cmd
+}
