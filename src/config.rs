@@ -100,6 +100,9 @@ pub struct Settings {
     pub integrations: IntegrationSettings,
     pub cache: CacheSettings,
     pub telemetry: TelemetrySettings,
+    pub checkout: CheckoutSettings,
+    pub payments: PaymentSettings,
+    pub sagas: SagaSettings,
 }
 
 fn default_environment() -> Environment {
@@ -228,6 +231,75 @@ pub struct IntegrationSettings {
 pub struct StoqSettings {
     /// HMAC-SHA256 key for `X-Stoq-Signature`. Unset: the endpoint refuses all.
     pub secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutSettings {
+    /// How long checkout waits for the saga before answering 202.
+    pub sync_wait_ms: u64,
+    /// Currency of a cart created without one.
+    pub default_currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProviderKind {
+    Sandbox,
+    Paypal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// The saga captures right after authorizing.
+    Automatic,
+    /// The order stops at `authorized` until an admin captures it.
+    Manual,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Automatic => "automatic",
+            CaptureMode::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    pub provider: PaymentProviderKind,
+    pub capture: CaptureMode,
+    /// Bound on one call to the provider; past it the outcome is unknown and
+    /// is resolved by a status lookup.
+    pub timeout_ms: u64,
+    pub paypal: PaypalSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaypalSettings {
+    pub base_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaSettings {
+    /// A saga not finished and not advanced for this long is `stuck`.
+    pub stuck_after_s: u64,
+    /// Attempts of one step (transient failures) before the saga parks.
+    pub max_step_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff_ms: u64,
+    /// How long a process's claim on a saga lasts without renewal; after a
+    /// crash, another process (or the restarted one) resumes the saga then.
+    pub lease_ttl_s: u64,
+    /// How often unclaimed unfinished sagas are looked for.
+    pub recovery_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -365,6 +437,27 @@ impl Settings {
         }
         if self.inventory.reservation_ttl_s == 0 || self.inventory.expiry_sweep_interval_ms == 0 {
             bail!("inventory.reservation_ttl_s and inventory.expiry_sweep_interval_ms must be at least 1");
+        }
+        if self.sagas.max_step_attempts == 0
+            || self.sagas.lease_ttl_s == 0
+            || self.sagas.recovery_interval_ms == 0
+        {
+            bail!("sagas.max_step_attempts, sagas.lease_ttl_s and sagas.recovery_interval_ms must be at least 1");
+        }
+        if self.sagas.max_step_attempts > 20 || self.sagas.retry_backoff_ms > 60_000 {
+            bail!("sagas.max_step_attempts must be at most 20 and sagas.retry_backoff_ms at most 60000");
+        }
+        if self.payments.timeout_ms == 0 {
+            bail!("payments.timeout_ms must be at least 1");
+        }
+        if crate::domain::product::Currency::parse(&self.checkout.default_currency).is_err() {
+            bail!("checkout.default_currency must be a three-letter ISO-4217 code such as USD");
+        }
+        if self.payments.provider == PaymentProviderKind::Paypal {
+            let p = &self.payments.paypal;
+            if p.base_url.is_none() || p.client_id.is_none() || p.client_secret.is_none() {
+                bail!("payments.provider = \"paypal\" needs payments.paypal.base_url, client_id and client_secret");
+            }
         }
         if self.rate_limits.login_window_s == 0 {
             bail!("rate_limits.login_window_s must be at least 1");

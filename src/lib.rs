@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod auth;
 pub mod cache;
+pub mod carts;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,8 @@ pub mod db;
 pub mod domain;
 pub mod health;
 pub mod http;
+pub mod orders;
+pub mod payments;
 pub mod rate_limit;
 pub mod redis_conn;
 pub mod startup;

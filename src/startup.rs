@@ -18,6 +18,7 @@ use crate::actors::Inventory;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
 use crate::cache::ProductCache;
+use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
@@ -27,12 +28,16 @@ use crate::http::admission::Admission;
 use crate::http::errors::envelope_fallback;
 use crate::http::extract::BodyLimit;
 use crate::http::integrations::StoqSecret;
+use crate::http::orders::CheckoutWait;
+use crate::orders::Orders;
+use crate::payments::Payments;
 use crate::http::request_telemetry::RequestTelemetry;
 use crate::redis_conn::RedisConn;
 use crate::telemetry;
 
 pub struct Application {
     port: u16,
+    sandbox: Option<std::sync::Arc<crate::payments::sandbox::SandboxProvider>>,
     host: String,
     server: Server,
 }
@@ -84,6 +89,23 @@ impl Application {
             &settings.inventory,
         );
         let catalog = Catalog::new(db.clone(), cache);
+        let payments = Payments::from_settings(&settings.payments)?;
+        let sandbox_handle = payments.sandbox.clone();
+        let orders = Orders::start(
+            db.clone(),
+            inventory.clone(),
+            catalog.clone(),
+            payments.clone(),
+            &settings,
+        );
+        let carts = Carts::start(
+            db.clone(),
+            catalog.clone(),
+            orders.clone(),
+            &inventory,
+            &settings.actors,
+        );
+        let checkout_wait = CheckoutWait(Duration::from_millis(settings.checkout.sync_wait_ms));
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
@@ -97,6 +119,8 @@ impl Application {
         let metrics = web::Data::new(metrics);
         let inventory = web::Data::new(inventory);
         let catalog = web::Data::new(catalog);
+        let orders = web::Data::new(orders);
+        let carts = web::Data::new(carts);
         let database = web::Data::new(db);
         let stoq = web::Data::new(StoqSecret(settings.integrations.stoq.secret.clone()));
         let server = HttpServer::new(move || {
@@ -112,6 +136,9 @@ impl Application {
                 .app_data(metrics.clone())
                 .app_data(inventory.clone())
                 .app_data(catalog.clone())
+                .app_data(orders.clone())
+                .app_data(carts.clone())
+                .app_data(web::Data::new(checkout_wait))
                 .app_data(database.clone())
                 .app_data(stoq.clone())
                 .configure(http::routes)
@@ -124,9 +151,16 @@ impl Application {
 
         Ok(Application {
             port,
+            sandbox: sandbox_handle,
             host: settings.http.host.clone(),
             server,
         })
+    }
+
+    /// The sandbox payment provider, when it is the one in use: its ledger
+    /// shows every charge (tests use it).
+    pub fn sandbox(&self) -> Option<std::sync::Arc<crate::payments::sandbox::SandboxProvider>> {
+        self.sandbox.clone()
     }
 
     pub fn port(&self) -> u16 {

@@ -8,6 +8,7 @@
 
 mod inventory_sku;
 pub mod registry;
+pub mod serial;
 pub mod sku_batch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,6 +224,11 @@ impl Inventory {
             Some(SkuReply::Snapshot(s)) => Ok(s),
             _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
         }
+    }
+
+    /// The arbiters the SKU actors run on, for other kinds of actors to share.
+    pub fn arbiter_pool(&self) -> Arc<ArbiterPool> {
+        self.inner.registry.pool()
     }
 
     pub fn is_live(&self, sku: &Sku) -> bool {

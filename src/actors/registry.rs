@@ -104,6 +104,10 @@ impl<A: Actor<Context = Context<A>>> Registry<A> {
         self.actors.remove_if(id, |_, addr| !addr.connected());
     }
 
+    pub fn pool(&self) -> Arc<ArbiterPool> {
+        self.pool.clone()
+    }
+
     pub fn is_live(&self, id: &str) -> bool {
         self.actors.get(id).is_some_and(|a| a.connected())
     }

@@ -343,3 +343,29 @@ pub async fn skus_with_expired_reservations(
             .await
     })
 }
+
+/// Whether the ledger holds a movement of `kind` on `sku` for `order_id`
+/// (or with exactly `note`): how a resumed saga knows that a commit or a
+/// restock it cannot remember already happened.
+pub async fn movement_exists(
+    conn: &mut DbConn,
+    sku: &str,
+    kind: &str,
+    order_id: Option<&str>,
+    note: Option<&str>,
+) -> QueryResult<bool> {
+    with_conn!(conn, |c| {
+        let mut query = inventory_movements::table
+            .filter(inventory_movements::sku.eq(sku))
+            .filter(inventory_movements::kind.eq(kind))
+            .select(inventory_movements::id)
+            .into_boxed();
+        if let Some(order_id) = order_id {
+            query = query.filter(inventory_movements::order_id.eq(order_id));
+        }
+        if let Some(note) = note {
+            query = query.filter(inventory_movements::note.eq(note));
+        }
+        query.first::<String>(c).await.optional().map(|m| m.is_some())
+    })
+}

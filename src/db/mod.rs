@@ -9,10 +9,13 @@
 //! Error policy: queries return `diesel::QueryResult`; [`DbError`] adds "could
 //! not get a connection", which the HTTP layer answers with 503.
 
+pub mod carts;
 pub mod events;
 pub mod inventory;
+pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod sagas;
 pub mod schema;
 pub mod users;
 

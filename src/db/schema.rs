@@ -89,7 +89,151 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    carts (id) {
+        id -> Text,
+        user_id -> Text,
+        status -> Text,
+        currency -> Text,
+        order_id -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    cart_items (cart_id, sku) {
+        cart_id -> Text,
+        sku -> Text,
+        name -> Text,
+        quantity -> BigInt,
+        unit_price -> BigInt,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Text,
+        user_id -> Text,
+        cart_id -> Nullable<Text>,
+        status -> Text,
+        currency -> Text,
+        total -> BigInt,
+        payment_provider -> Text,
+        payment_token -> Text,
+        payment_ref -> Nullable<Text>,
+        capture_mode -> Text,
+        payment_status -> Text,
+        authorized -> BigInt,
+        captured -> BigInt,
+        refunded -> BigInt,
+        stock_state -> Text,
+        cancel_requested -> Bool,
+        capture_requested -> Bool,
+        carrier -> Nullable<Text>,
+        tracking_number -> Nullable<Text>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    order_items (order_id, sku) {
+        order_id -> Text,
+        sku -> Text,
+        name -> Text,
+        quantity -> BigInt,
+        unit_price -> BigInt,
+        line_total -> BigInt,
+        restocked -> BigInt,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Text,
+        order_id -> Text,
+        operation -> Text,
+        idempotency_key -> Text,
+        amount -> BigInt,
+        status -> Text,
+        provider_ref -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Text,
+        order_id -> Text,
+        amount -> BigInt,
+        reason -> Nullable<Text>,
+        status -> Text,
+        restock -> Text,
+        restock_done -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    order_events (id) {
+        id -> Text,
+        order_id -> Text,
+        event_type -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        actor -> Text,
+        data -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sagas (order_id) {
+        order_id -> Text,
+        state -> Text,
+        current_step -> Nullable<Text>,
+        parked -> Bool,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        started_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    saga_steps (id) {
+        id -> Text,
+        order_id -> Text,
+        name -> Text,
+        kind -> Text,
+        ref_id -> Text,
+        status -> Text,
+        attempt -> Integer,
+        error -> Nullable<Text>,
+        started_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(cart_items -> carts (cart_id));
+diesel::joinable!(order_items -> orders (order_id));
+diesel::joinable!(sagas -> orders (order_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    carts,
+    cart_items,
+    orders,
+    order_items,
+    payments,
+    refunds,
+    order_events,
+    sagas,
+    saga_steps,
     events,
     products,
     inventory,

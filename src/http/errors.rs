@@ -50,6 +50,16 @@ pub enum ApiError {
     Conflict { message: String, details: Value },
     #[error("not enough stock")]
     OutOfStock { details: Value },
+    /// A business rule of orders and carts refused the request: 402
+    /// `payment_declined`, 409 `cart_checked_out` or `invalid_transition`,
+    /// 422 `empty_cart` or `refund_exceeds_captured`.
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body must be application/json")]
@@ -77,6 +87,7 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::Conflict { .. } => "conflict",
             ApiError::OutOfStock { .. } => "out_of_stock",
+            ApiError::Refused { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -90,9 +101,9 @@ impl ApiError {
         match self {
             ApiError::Validation(fields) => json!({ "fields": fields }),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
-            ApiError::Conflict { details, .. } | ApiError::OutOfStock { details } => {
-                details.clone()
-            }
+            ApiError::Conflict { details, .. }
+            | ApiError::OutOfStock { details }
+            | ApiError::Refused { details, .. } => details.clone(),
             ApiError::RateLimited { retry_after } => {
                 json!({ "retry_after_s": retry_after_secs(*retry_after) })
             }
@@ -133,6 +144,7 @@ impl ApiError {
             | ApiError::EmailTaken
             | ApiError::Conflict { .. }
             | ApiError::OutOfStock { .. }
+            | ApiError::Refused { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::UnsupportedMediaType
             | ApiError::Internal(_) => None,
@@ -170,6 +182,7 @@ impl ResponseError for ApiError {
             ApiError::EmailTaken | ApiError::Conflict { .. } | ApiError::OutOfStock { .. } => {
                 StatusCode::CONFLICT
             }
+            ApiError::Refused { status, .. } => *status,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -365,5 +378,62 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["error"]["code"], "overloaded");
         assert_eq!(retry.as_deref(), Some("1"));
+    }
+}
+
+impl From<crate::orders::OrdersError> for ApiError {
+    fn from(e: crate::orders::OrdersError) -> Self {
+        use crate::orders::OrdersError;
+        let refused = |status, code, message: String, details| ApiError::Refused {
+            status,
+            code,
+            message,
+            details,
+        };
+        match e {
+            OrdersError::NotFound => ApiError::NotFound,
+            OrdersError::Validation(errors) => ApiError::validation(errors),
+            OrdersError::EmptyCart => refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty_cart",
+                "the cart is empty".to_owned(),
+                json!({}),
+            ),
+            OrdersError::CartCheckedOut { order_id } => refused(
+                StatusCode::CONFLICT,
+                "cart_checked_out",
+                "the cart has been checked out".to_owned(),
+                json!({ "order_id": order_id }),
+            ),
+            OrdersError::InvalidTransition { from, action } => refused(
+                StatusCode::CONFLICT,
+                "invalid_transition",
+                format!("cannot {action} an order that is {from}"),
+                json!({ "from": from.as_str(), "action": action }),
+            ),
+            OrdersError::RefundExceedsCaptured { refundable } => refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refund_exceeds_captured",
+                format!("at most {refundable} can still be refunded"),
+                json!({ "refundable": refundable }),
+            ),
+            OrdersError::Conflict(message) => ApiError::Conflict {
+                message,
+                details: json!({}),
+            },
+            OrdersError::Overloaded => ApiError::Overloaded,
+            OrdersError::Unavailable(cause) => ApiError::Unavailable(cause),
+            OrdersError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// 402 `payment_declined`, with the provider's reason when it gave one.
+pub fn payment_declined(details: Value) -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::PAYMENT_REQUIRED,
+        code: "payment_declined",
+        message: "the payment was declined".to_owned(),
+        details,
     }
 }

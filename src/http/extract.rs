@@ -26,6 +26,37 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        read_json(req, payload)
+    }
+}
+
+/// A JSON body that may be left out entirely (no body, no content type),
+/// for commands whose every field is optional.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let empty = req.headers().get(header::CONTENT_TYPE).is_none()
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            return Box::pin(async { Ok(OptionalJson(None)) });
+        }
+        let read = read_json::<T>(req, payload);
+        Box::pin(async move { read.await.map(|Json(v)| OptionalJson(Some(v))) })
+    }
+}
+
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<Json<T>, ApiError>> {
+    {
         let limit = req
             .app_data::<web::Data<BodyLimit>>()
             .map(|l| l.0)

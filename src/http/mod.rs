@@ -4,15 +4,18 @@
 
 pub mod admission;
 pub mod auth;
+pub mod carts;
 pub mod errors;
 pub mod extract;
 pub mod identity;
 pub mod integrations;
 pub mod inventory;
 pub mod ops;
+pub mod orders;
 pub mod pagination;
 pub mod products;
 pub mod request_telemetry;
+pub mod sagas;
 pub mod users;
 
 use actix_web::web;
@@ -52,6 +55,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/inventory/{sku}/adjust").route(web::post().to(inventory::adjust)),
                 )
+                .service(resource("/carts").route(web::post().to(carts::create)))
+                .service(resource("/carts/{id}").route(web::get().to(carts::get)))
+                .service(resource("/carts/{id}/items").route(web::post().to(carts::add_item)))
+                .service(
+                    resource("/carts/{id}/items/{sku}")
+                        .route(web::put().to(carts::set_item))
+                        .route(web::delete().to(carts::remove_item)),
+                )
+                .service(resource("/carts/{id}/checkout").route(web::post().to(carts::checkout)))
+                .service(
+                    resource("/orders")
+                        .route(web::get().to(orders::list))
+                        .route(web::post().to(orders::place)),
+                )
+                .service(resource("/orders/{id}").route(web::get().to(orders::get)))
+                .service(resource("/orders/{id}/events").route(web::get().to(orders::events)))
+                .service(resource("/orders/{id}/capture").route(web::post().to(orders::capture)))
+                .service(resource("/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+                .service(resource("/orders/{id}/ship").route(web::post().to(orders::ship)))
+                .service(resource("/orders/{id}/deliver").route(web::post().to(orders::deliver)))
+                .service(resource("/orders/{id}/refunds").route(web::post().to(orders::refund)))
+                .service(resource("/sagas").route(web::get().to(sagas::list)))
+                .service(resource("/sagas/{id}").route(web::get().to(sagas::get)))
+                .service(resource("/sagas/{id}/resume").route(web::post().to(sagas::resume)))
                 .service(
                     resource("/integrations/stoq/events")
                         .route(web::post().to(integrations::stoq_events)),

@@ -39,6 +39,10 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    pub fn new(limit: Option<u32>, cursor: Option<String>) -> PageQuery {
+        PageQuery { limit, cursor }
+    }
+
     pub fn limit(&self) -> Result<u32, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&limit) {

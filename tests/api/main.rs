@@ -12,6 +12,7 @@ mod errors;
 mod inventory;
 mod inventory_store;
 mod ops;
+mod paypal;
 mod processes;
 mod stoq;
 mod two_processes;

@@ -1,0 +1,9 @@
+DROP TABLE saga_steps;
+DROP TABLE sagas;
+DROP TABLE order_events;
+DROP TABLE refunds;
+DROP TABLE payments;
+DROP TABLE order_items;
+DROP TABLE orders;
+DROP TABLE cart_items;
+DROP TABLE carts;

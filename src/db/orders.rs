@@ -1,0 +1,502 @@
+//! Queries on orders, their items, payments, refunds and audit trail.
+//!
+//! [`commit_change`] is the one way an existing order changes: one
+//! transaction that updates the order row *guarded by its version* (so two
+//! engine processes can never both apply a change to one version), and
+//! writes with it the payment record, the refund, the restocked quantities,
+//! the audit trail, the outbox events and the saga log. Either all of it is
+//! durable or none of it is.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::outbox::NewOutboxRow;
+use super::schema::{
+    carts, order_events, order_items, orders, outbox, payments, refunds, saga_steps, sagas,
+};
+use super::DbConn;
+use crate::with_conn;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = orders, treat_none_as_default_value = false)]
+pub struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub cart_id: Option<String>,
+    pub status: String,
+    pub currency: String,
+    pub total: i64,
+    pub payment_provider: String,
+    pub payment_token: String,
+    pub payment_ref: Option<String>,
+    pub capture_mode: String,
+    pub payment_status: String,
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub stock_state: String,
+    pub cancel_requested: bool,
+    pub capture_requested: bool,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub version: i64,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = order_items)]
+pub struct OrderItemRow {
+    pub order_id: String,
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub line_total: i64,
+    pub restocked: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = refunds, treat_none_as_default_value = false)]
+pub struct RefundRow {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub status: String,
+    /// JSON `[{"sku": .., "quantity": ..}]`.
+    pub restock: String,
+    pub restock_done: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = order_events, treat_none_as_default_value = false)]
+pub struct OrderEventRow {
+    pub id: String,
+    pub order_id: String,
+    pub event_type: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub actor: String,
+    pub data: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = payments, treat_none_as_default_value = false)]
+pub struct PaymentRow {
+    pub id: String,
+    pub order_id: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    pub amount: i64,
+    pub status: String,
+    pub provider_ref: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sagas, treat_none_as_default_value = false)]
+pub struct SagaRow {
+    pub order_id: String,
+    pub state: String,
+    pub current_step: Option<String>,
+    pub parked: bool,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub started_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = saga_steps, treat_none_as_default_value = false)]
+pub struct SagaStepRow {
+    pub id: String,
+    pub order_id: String,
+    pub name: String,
+    pub kind: String,
+    pub ref_id: String,
+    pub status: String,
+    pub attempt: i32,
+    pub error: Option<String>,
+    pub started_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// The order columns the saga and the commands move.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = orders)]
+pub struct ProgressColumns {
+    pub status: String,
+    pub payment_status: String,
+    pub stock_state: String,
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub cancel_requested: bool,
+    pub capture_requested: bool,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Changes to the saga row that go with an order change.
+#[derive(Debug, Clone, AsChangeset)]
+#[diesel(table_name = sagas, treat_none_as_default_value = false)]
+pub struct SagaColumns {
+    pub state: String,
+    pub current_step: Option<String>,
+    pub parked: bool,
+    pub updated_at: NaiveDateTime,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// One step finished (or failed for good).
+#[derive(Debug, Clone)]
+pub struct StepFinish {
+    pub step_id: String,
+    pub status: &'static str,
+    pub error: Option<String>,
+}
+
+/// Everything that changes together when an order moves.
+#[derive(Debug, Clone)]
+pub struct OrderChange {
+    pub order_id: String,
+    pub expected_version: i64,
+    pub progress: ProgressColumns,
+    pub payment_ref: Option<String>,
+    pub shipping: Option<(Option<String>, Option<String>)>,
+    pub payment: Option<PaymentRow>,
+    pub new_refund: Option<RefundRow>,
+    /// (refund id, new status, restock done)
+    pub refund_update: Option<(String, String, bool)>,
+    /// (sku, quantity put back)
+    pub restocked: Vec<(String, i64)>,
+    pub audit: Vec<OrderEventRow>,
+    pub outbox: Vec<NewOutboxRow>,
+    pub saga: SagaColumns,
+    pub step: Option<StepFinish>,
+}
+
+/// Why [`commit_change`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The order moved since it was read (another process, or a retry).
+    #[error("the order changed concurrently")]
+    Stale,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Creating an order, from a cart or not.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order: OrderRow,
+    pub items: Vec<OrderItemRow>,
+    /// The cart and the version it was read at.
+    pub cart: Option<(String, i64)>,
+    pub audit: OrderEventRow,
+    pub outbox: NewOutboxRow,
+    pub saga: SagaRow,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The cart was checked out, or changed, since it was read.
+    #[error("the cart changed concurrently")]
+    CartChanged,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+pub async fn create(conn: &mut DbConn, new: &NewOrder) -> Result<(), CreateError> {
+    with_conn!(conn, |c| {
+        c.transaction::<_, CreateError, _>(async |c| {
+            diesel::insert_into(orders::table)
+                .values(&new.order)
+                .execute(c)
+                .await?;
+            if let Some((cart_id, version)) = &new.cart {
+                let updated = diesel::update(
+                    carts::table
+                        .filter(carts::id.eq(cart_id))
+                        .filter(carts::status.eq("open"))
+                        .filter(carts::version.eq(version)),
+                )
+                .set((
+                    carts::status.eq("checked_out"),
+                    carts::order_id.eq(&new.order.id),
+                    carts::version.eq(version + 1),
+                    carts::updated_at.eq(new.order.created_at),
+                ))
+                .execute(c)
+                .await?;
+                if updated == 0 {
+                    return Err(CreateError::CartChanged);
+                }
+            }
+            for item in &new.items {
+                diesel::insert_into(order_items::table)
+                    .values(item)
+                    .execute(c)
+                    .await?;
+            }
+            diesel::insert_into(sagas::table)
+                .values(&new.saga)
+                .execute(c)
+                .await?;
+            diesel::insert_into(order_events::table)
+                .values(&new.audit)
+                .execute(c)
+                .await?;
+            diesel::insert_into(outbox::table)
+                .values(&new.outbox)
+                .execute(c)
+                .await?;
+            Ok(())
+        })
+        .await
+    })
+}
+
+pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<(), ChangeError> {
+    with_conn!(conn, |c| {
+        c.transaction::<_, ChangeError, _>(async |c| {
+            let target = orders::table
+                .filter(orders::id.eq(&change.order_id))
+                .filter(orders::version.eq(change.expected_version));
+            let updated = diesel::update(target)
+                .set((
+                    &change.progress,
+                    orders::version.eq(change.expected_version + 1),
+                ))
+                .execute(c)
+                .await?;
+            if updated == 0 {
+                return Err(ChangeError::Stale);
+            }
+            if let Some(reference) = &change.payment_ref {
+                diesel::update(orders::table.find(&change.order_id))
+                    .set(orders::payment_ref.eq(reference))
+                    .execute(c)
+                    .await?;
+            }
+            if let Some((carrier, tracking)) = &change.shipping {
+                diesel::update(orders::table.find(&change.order_id))
+                    .set((
+                        orders::carrier.eq(carrier),
+                        orders::tracking_number.eq(tracking),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
+            if let Some(payment) = &change.payment {
+                diesel::insert_into(payments::table)
+                    .values(payment)
+                    .execute(c)
+                    .await?;
+            }
+            if let Some(refund) = &change.new_refund {
+                diesel::insert_into(refunds::table)
+                    .values(refund)
+                    .execute(c)
+                    .await?;
+            }
+            if let Some((id, status, restock_done)) = &change.refund_update {
+                diesel::update(refunds::table.find(id))
+                    .set((
+                        refunds::status.eq(status),
+                        refunds::restock_done.eq(restock_done),
+                        refunds::updated_at.eq(change.progress.updated_at),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
+            for (sku, quantity) in &change.restocked {
+                diesel::update(
+                    order_items::table
+                        .filter(order_items::order_id.eq(&change.order_id))
+                        .filter(order_items::sku.eq(sku)),
+                )
+                .set(order_items::restocked.eq(order_items::restocked + quantity))
+                .execute(c)
+                .await?;
+            }
+            for row in &change.audit {
+                diesel::insert_into(order_events::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            for row in &change.outbox {
+                diesel::insert_into(outbox::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            diesel::update(sagas::table.find(&change.order_id))
+                .set(&change.saga)
+                .execute(c)
+                .await?;
+            if let Some(step) = &change.step {
+                diesel::update(saga_steps::table.find(&step.step_id))
+                    .set((
+                        saga_steps::status.eq(step.status),
+                        saga_steps::error.eq(&step.error),
+                        saga_steps::finished_at.eq(change.progress.updated_at),
+                    ))
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+}
+
+pub async fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<OrderRow>> {
+    with_conn!(conn, |c| {
+        orders::table
+            .find(id)
+            .select(OrderRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+pub async fn items(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<OrderItemRow>> {
+    with_conn!(conn, |c| {
+        order_items::table
+            .filter(order_items::order_id.eq(order_id))
+            .order(order_items::sku.asc())
+            .select(OrderItemRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// The earliest refund not finished: pending, or returned but with items
+/// still to put back.
+pub async fn open_refund(conn: &mut DbConn, order_id: &str) -> QueryResult<Option<RefundRow>> {
+    with_conn!(conn, |c| {
+        refunds::table
+            .filter(refunds::order_id.eq(order_id))
+            .filter(
+                refunds::status.eq("pending").or(refunds::status
+                    .eq("succeeded")
+                    .and(refunds::restock_done.eq(false))),
+            )
+            .order(refunds::id.asc())
+            .select(RefundRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+pub async fn find_refund(conn: &mut DbConn, id: &str) -> QueryResult<Option<RefundRow>> {
+    with_conn!(conn, |c| {
+        refunds::table
+            .find(id)
+            .select(RefundRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+/// The provider reference of the order's successful payment operation.
+pub async fn payment_reference(
+    conn: &mut DbConn,
+    order_id: &str,
+    operation: &str,
+) -> QueryResult<Option<String>> {
+    with_conn!(conn, |c| {
+        payments::table
+            .filter(payments::order_id.eq(order_id))
+            .filter(payments::operation.eq(operation))
+            .filter(payments::status.eq("succeeded"))
+            .select(payments::provider_ref)
+            .first::<Option<String>>(c)
+            .await
+            .optional()
+            .map(Option::flatten)
+    })
+}
+
+pub async fn payment_rows(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<PaymentRow>> {
+    with_conn!(conn, |c| {
+        payments::table
+            .filter(payments::order_id.eq(order_id))
+            .order(payments::created_at.asc())
+            .select(PaymentRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+pub async fn audit_trail(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<OrderEventRow>> {
+    with_conn!(conn, |c| {
+        order_events::table
+            .filter(order_events::order_id.eq(order_id))
+            .order(order_events::id.asc())
+            .select(OrderEventRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// Filters of the order listing.
+#[derive(Debug, Default, Clone)]
+pub struct OrderFilter {
+    pub user_id: Option<String>,
+    pub status: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Orders newest first (ids are UUIDv7, so id order is creation order).
+pub async fn list(conn: &mut DbConn, filter: &OrderFilter, limit: i64) -> QueryResult<Vec<OrderRow>> {
+    with_conn!(conn, |c| {
+        let mut query = orders::table
+            .select(OrderRow::as_select())
+            .order(orders::id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(user) = &filter.user_id {
+            query = query.filter(orders::user_id.eq(user));
+        }
+        if let Some(status) = &filter.status {
+            query = query.filter(orders::status.eq(status));
+        }
+        if let Some(after) = &filter.after {
+            query = query.filter(orders::id.lt(after));
+        }
+        query.load(c).await
+    })
+}
+
+/// Items of many orders at once, for listings.
+pub async fn items_of(conn: &mut DbConn, order_ids: &[String]) -> QueryResult<Vec<OrderItemRow>> {
+    with_conn!(conn, |c| {
+        order_items::table
+            .filter(order_items::order_id.eq_any(order_ids))
+            .order((order_items::order_id.asc(), order_items::sku.asc()))
+            .select(OrderItemRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// The status of every order, for invariant checks in tests and benches.
+pub async fn statuses(conn: &mut DbConn) -> QueryResult<Vec<(String, String)>> {
+    with_conn!(conn, |c| {
+        orders::table
+            .select((orders::id, orders::status))
+            .load(c)
+            .await
+    })
+}

@@ -1,0 +1,311 @@
+//! The saga log and the leases through which processes claim sagas.
+//!
+//! A process runs a saga only while it holds the saga's lease: the lease row
+//! names the owner and an expiry, and it is taken with a guarded UPDATE (any
+//! process may take a lease that is free or ran out). The recovery scan picks
+//! candidates with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so two processes
+//! scanning at once split the work instead of queueing on each other's rows.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::orders::{SagaRow, SagaStepRow};
+use super::schema::{saga_steps, sagas};
+use super::DbConn;
+use crate::with_conn;
+
+pub async fn find(conn: &mut DbConn, order_id: &str) -> QueryResult<Option<SagaRow>> {
+    with_conn!(conn, |c| {
+        sagas::table
+            .find(order_id)
+            .select(SagaRow::as_select())
+            .first(c)
+            .await
+            .optional()
+    })
+}
+
+pub async fn steps(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<SagaStepRow>> {
+    with_conn!(conn, |c| {
+        saga_steps::table
+            .filter(saga_steps::order_id.eq(order_id))
+            .order(saga_steps::started_at.asc())
+            .then_order_by(saga_steps::id.asc())
+            .select(SagaStepRow::as_select())
+            .load(c)
+            .await
+    })
+}
+
+/// Records that a step starts (again): its row with the attempt counted,
+/// and the saga's current step. Returns the step row's id and attempt.
+pub async fn begin_step(
+    conn: &mut DbConn,
+    order_id: &str,
+    name: &str,
+    kind: &str,
+    ref_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<(String, i32)> {
+    with_conn!(conn, |c| {
+        c.transaction(async |c| {
+            let existing: Option<(String, i32)> = saga_steps::table
+                .filter(saga_steps::order_id.eq(order_id))
+                .filter(saga_steps::name.eq(name))
+                .filter(saga_steps::ref_id.eq(ref_id))
+                .select((saga_steps::id, saga_steps::attempt))
+                .first(c)
+                .await
+                .optional()?;
+            let result = match existing {
+                Some((id, attempt)) => {
+                    diesel::update(saga_steps::table.find(&id))
+                        .set((
+                            saga_steps::status.eq("running"),
+                            saga_steps::attempt.eq(attempt + 1),
+                            saga_steps::finished_at.eq(None::<NaiveDateTime>),
+                        ))
+                        .execute(c)
+                        .await?;
+                    (id, attempt + 1)
+                }
+                None => {
+                    let row = SagaStepRow {
+                        id: Uuid::now_v7().to_string(),
+                        order_id: order_id.to_owned(),
+                        name: name.to_owned(),
+                        kind: kind.to_owned(),
+                        ref_id: ref_id.to_owned(),
+                        status: "running".to_owned(),
+                        attempt: 1,
+                        error: None,
+                        started_at: now,
+                        finished_at: None,
+                    };
+                    diesel::insert_into(saga_steps::table)
+                        .values(&row)
+                        .execute(c)
+                        .await?;
+                    (row.id, 1)
+                }
+            };
+            diesel::update(sagas::table.find(order_id))
+                .set((
+                    sagas::current_step.eq(name),
+                    sagas::updated_at.eq(now),
+                ))
+                .execute(c)
+                .await?;
+            Ok(result)
+        })
+        .await
+    })
+}
+
+/// Records a failed attempt of a step (it will be retried, or the saga parks).
+pub async fn fail_attempt(
+    conn: &mut DbConn,
+    step_id: &str,
+    error: &str,
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    with_conn!(conn, |c| {
+        diesel::update(saga_steps::table.find(step_id))
+            .set((
+                saga_steps::status.eq("failed"),
+                saga_steps::error.eq(error),
+                saga_steps::finished_at.eq(now),
+            ))
+            .execute(c)
+            .await
+            .map(|_| ())
+    })
+}
+
+/// Parks a saga whose step kept failing: it stays unfinished and visible
+/// (`stuck` once `sagas.stuck_after_s` passes) until resumed.
+pub async fn park(conn: &mut DbConn, order_id: &str, owner: &str) -> QueryResult<()> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            sagas::table
+                .filter(sagas::order_id.eq(order_id))
+                .filter(sagas::lease_owner.eq(owner)),
+        )
+        .set((
+            sagas::parked.eq(true),
+            sagas::lease_owner.eq(None::<String>),
+            sagas::lease_expires_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(c)
+        .await
+        .map(|_| ())
+    })
+}
+
+/// Takes (or renews) the lease on one saga for `owner` until `until`, if it
+/// is free, ran out, or is already ours. `unpark` also clears a park (an
+/// operator's resume, or recovery at start-up).
+pub async fn claim(
+    conn: &mut DbConn,
+    order_id: &str,
+    owner: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+    unpark: bool,
+) -> QueryResult<bool> {
+    with_conn!(conn, |c| {
+        let target = sagas::table
+            .filter(sagas::order_id.eq(order_id))
+            .filter(
+                sagas::lease_owner
+                    .is_null()
+                    .or(sagas::lease_owner.eq(owner))
+                    .or(sagas::lease_expires_at.lt(now)),
+            );
+        let updated = if unpark {
+            diesel::update(target)
+                .set((
+                    sagas::lease_owner.eq(owner),
+                    sagas::lease_expires_at.eq(until),
+                    sagas::parked.eq(false),
+                ))
+                .execute(c)
+                .await?
+        } else {
+            diesel::update(target.filter(sagas::parked.eq(false)))
+                .set((
+                    sagas::lease_owner.eq(owner),
+                    sagas::lease_expires_at.eq(until),
+                ))
+                .execute(c)
+                .await?
+        };
+        Ok(updated == 1)
+    })
+}
+
+/// Gives the lease back (the saga finished or paused in this process).
+pub async fn release(conn: &mut DbConn, order_id: &str, owner: &str) -> QueryResult<()> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            sagas::table
+                .filter(sagas::order_id.eq(order_id))
+                .filter(sagas::lease_owner.eq(owner)),
+        )
+        .set((
+            sagas::lease_owner.eq(None::<String>),
+            sagas::lease_expires_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(c)
+        .await
+        .map(|_| ())
+    })
+}
+
+/// Claims up to `limit` running sagas whose lease is free or ran out, for
+/// `owner`. `include_parked` is for start-up, which resumes parked sagas too.
+pub async fn claim_orphans(
+    conn: &mut DbConn,
+    owner: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+    limit: i64,
+    include_parked: bool,
+) -> QueryResult<Vec<String>> {
+    let parked: Vec<bool> = if include_parked {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
+    macro_rules! candidates {
+        () => {
+            sagas::table
+                .filter(sagas::state.eq("running"))
+                .filter(sagas::parked.eq_any(&parked))
+                .filter(
+                    sagas::lease_owner
+                        .is_null()
+                        .or(sagas::lease_expires_at.lt(now)),
+                )
+                .select(sagas::order_id)
+                .order(sagas::updated_at.asc())
+                .limit(limit)
+        };
+    }
+    macro_rules! take {
+        ($c:expr, $ids:expr) => {{
+            let ids: Vec<String> = $ids;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let updated = diesel::update(
+                    sagas::table.filter(sagas::order_id.eq(&id)).filter(
+                        sagas::lease_owner
+                            .is_null()
+                            .or(sagas::lease_expires_at.lt(now)),
+                    ),
+                )
+                .set((
+                    sagas::lease_owner.eq(owner),
+                    sagas::lease_expires_at.eq(until),
+                    sagas::parked.eq(false),
+                ))
+                .execute($c)
+                .await?;
+                if updated == 1 {
+                    claimed.push(id);
+                }
+            }
+            Ok(claimed)
+        }};
+    }
+    match conn {
+        DbConn::Postgres(pooled) => {
+            let c: &mut diesel_async::AsyncPgConnection = &mut *pooled;
+            c.transaction(async |c| {
+                let ids = candidates!().for_update().skip_locked().load(c).await?;
+                take!(c, ids)
+            })
+            .await
+        }
+        DbConn::Sqlite(pooled) => {
+            let c: &mut super::SqliteConn = &mut *pooled;
+            c.transaction(async |c| {
+                let ids = candidates!().load(c).await?;
+                take!(c, ids)
+            })
+            .await
+        }
+    }
+}
+
+/// Sagas in `state`, newest first; `stuck_before` instead lists running
+/// sagas not advanced since then.
+pub async fn list(
+    conn: &mut DbConn,
+    state: Option<&str>,
+    stuck_before: Option<NaiveDateTime>,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<SagaRow>> {
+    with_conn!(conn, |c| {
+        let mut query = sagas::table
+            .select(SagaRow::as_select())
+            .order(sagas::order_id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(state) = state {
+            query = query.filter(sagas::state.eq(state));
+        }
+        if let Some(before) = stuck_before {
+            query = query
+                .filter(sagas::state.eq("running"))
+                .filter(sagas::updated_at.lt(before));
+        }
+        if let Some(after) = after {
+            query = query.filter(sagas::order_id.lt(after));
+        }
+        query.load(c).await
+    })
+}

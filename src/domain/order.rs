@@ -1,0 +1,827 @@
+//! Orders, their payment, and the checkout saga as a pure state machine.
+//!
+//! The saga's whole state is an [`OrderProgress`], persisted in the order row
+//! (and the earliest unfinished refund). [`next_step`] reads it and names the
+//! one step to run next; [`OrderProgress::apply`] takes that step's outcome
+//! and gives the new progress, the status change and the domain events, which
+//! the executor writes in one transaction. Because the decision depends only
+//! on persisted facts, a saga resumed after a crash continues exactly where
+//! its last committed step left it.
+//!
+//! Invariants, checked by the property tests below:
+//! - I3: `captured <= authorized` and `refunded <= captured`, always.
+//! - Terminal statuses (`cancelled`, `rejected`, `payment_failed`) never change.
+//! - The saga always terminates: every step moves the progress forward.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::FieldError;
+pub use crate::config::CaptureMode;
+
+/// Lines in one order or cart.
+pub const MAX_LINES: usize = 100;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(raw: &str) -> Option<$name> {
+                match raw { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The order's status as clients see it (api.md, Orders).
+    OrderStatus {
+        Pending => "pending",
+        Authorized => "authorized",
+        Paid => "paid",
+        Shipped => "shipped",
+        Delivered => "delivered",
+        Cancelled => "cancelled",
+        Rejected => "rejected",
+        PaymentFailed => "payment_failed",
+    }
+);
+
+impl OrderStatus {
+    /// Statuses nothing can move an order out of.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::PaymentFailed
+        )
+    }
+}
+
+string_enum!(
+    PaymentStatus {
+        None => "none",
+        Authorized => "authorized",
+        Captured => "captured",
+        Voided => "voided",
+        PartiallyRefunded => "partially_refunded",
+        Refunded => "refunded",
+        Failed => "failed",
+    }
+);
+
+string_enum!(
+    /// Where the order's stock stands. `released`: given back, reservations
+    /// released or sold stock restocked.
+    StockState {
+        None => "none",
+        Reserved => "reserved",
+        Committed => "committed",
+        Released => "released",
+    }
+);
+
+string_enum!(
+    /// Saga steps and compensations, named as api.md names them.
+    StepName {
+        ReserveInventory => "reserve_inventory",
+        AuthorizePayment => "authorize_payment",
+        CapturePayment => "capture_payment",
+        CommitInventory => "commit_inventory",
+        ConfirmOrder => "confirm_order",
+        ReleaseInventory => "release_inventory",
+        VoidPayment => "void_payment",
+        RefundPayment => "refund_payment",
+        RestockInventory => "restock_inventory",
+        CancelOrder => "cancel_order",
+    }
+);
+
+impl StepName {
+    pub fn is_compensation(self) -> bool {
+        matches!(
+            self,
+            StepName::ReleaseInventory
+                | StepName::VoidPayment
+                | StepName::RefundPayment
+                | StepName::RestockInventory
+                | StepName::CancelOrder
+        )
+    }
+}
+
+string_enum!(
+    SagaState {
+        Running => "running",
+        Completed => "completed",
+        Compensated => "compensated",
+        Failed => "failed",
+    }
+);
+
+string_enum!(
+    RefundStatus {
+        Pending => "pending",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+);
+
+/// The earliest refund of the order that is not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRefund {
+    pub id: String,
+    pub amount: i64,
+    pub status: RefundStatus,
+    /// Items to put back once the money is returned.
+    pub restock_pending: bool,
+}
+
+/// Everything the saga decides on. Persisted in the order row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderProgress {
+    pub status: OrderStatus,
+    pub payment: PaymentStatus,
+    pub stock: StockState,
+    pub capture_mode: CaptureMode,
+    pub total: i64,
+    pub authorized: i64,
+    pub captured: i64,
+    /// Returned or being returned: includes pending refunds, so that
+    /// concurrent refund requests can never together exceed the capture.
+    pub refunded: i64,
+    pub cancel_requested: bool,
+    pub capture_requested: bool,
+    pub open_refund: Option<OpenRefund>,
+    /// A compensation failed for good: the saga needs a person.
+    pub failed: bool,
+}
+
+/// What to run next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    ReserveInventory,
+    AuthorizePayment,
+    CapturePayment,
+    CommitInventory,
+    ConfirmOrder,
+    ReleaseInventory,
+    VoidPayment,
+    /// Return the money of the open refund.
+    RefundPayment { refund_id: String, amount: i64 },
+    /// Put items back: those of the open refund, or (cancel) all not yet back.
+    RestockInventory { refund_id: Option<String> },
+    /// Cancelling a captured order: open a refund of what is left.
+    OpenCancelRefund { amount: i64 },
+    /// All compensations done: the order is `cancelled`.
+    FinishCancel,
+}
+
+impl Step {
+    /// The name in the saga log; `None` for bookkeeping that is not a step.
+    pub fn name(&self) -> Option<StepName> {
+        Some(match self {
+            Step::ReserveInventory => StepName::ReserveInventory,
+            Step::AuthorizePayment => StepName::AuthorizePayment,
+            Step::CapturePayment => StepName::CapturePayment,
+            Step::CommitInventory => StepName::CommitInventory,
+            Step::ConfirmOrder => StepName::ConfirmOrder,
+            Step::ReleaseInventory => StepName::ReleaseInventory,
+            Step::VoidPayment => StepName::VoidPayment,
+            Step::RefundPayment { .. } => StepName::RefundPayment,
+            Step::RestockInventory { .. } => StepName::RestockInventory,
+            Step::FinishCancel => StepName::CancelOrder,
+            Step::OpenCancelRefund { .. } => return None,
+        })
+    }
+}
+
+/// How a step ended. Transient failures are not outcomes: the executor
+/// retries them and the progress does not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Reserve: some SKU lacked stock; everything reserved was released.
+    OutOfStock,
+    /// Authorize or capture refused by the provider.
+    Declined,
+    /// Commit: the reservation had expired and the stock is gone; nothing
+    /// is committed, and the order must be unwound.
+    StockLost,
+    /// Refund or void refused for good by the provider.
+    Refused,
+    /// OpenCancelRefund: the refund row was created with this id.
+    RefundOpened(String),
+}
+
+/// A domain event to record, in the audit trail and (if `public`) the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainEvent {
+    pub name: &'static str,
+    pub public: bool,
+}
+
+const fn public(name: &'static str) -> DomainEvent {
+    DomainEvent { name, public: true }
+}
+
+const fn audit(name: &'static str) -> DomainEvent {
+    DomainEvent {
+        name,
+        public: false,
+    }
+}
+
+/// The result of applying an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub progress: OrderProgress,
+    pub events: Vec<DomainEvent>,
+}
+
+/// The next step for this progress; `None` when the saga has nothing to do.
+pub fn next_step(p: &OrderProgress) -> Option<Step> {
+    if p.failed {
+        return None;
+    }
+    if let Some(refund) = &p.open_refund {
+        return Some(match refund.status {
+            RefundStatus::Pending => Step::RefundPayment {
+                refund_id: refund.id.clone(),
+                amount: refund.amount,
+            },
+            _ => Step::RestockInventory {
+                refund_id: Some(refund.id.clone()),
+            },
+        });
+    }
+    if p.status.is_terminal() {
+        return None;
+    }
+    if p.cancel_requested {
+        return Some(match (p.payment, p.stock) {
+            (PaymentStatus::Authorized, _) if p.captured == 0 => Step::VoidPayment,
+            (PaymentStatus::Captured | PaymentStatus::PartiallyRefunded, _)
+                if p.refunded < p.captured =>
+            {
+                Step::OpenCancelRefund {
+                    amount: p.captured - p.refunded,
+                }
+            }
+            (_, StockState::Reserved) => Step::ReleaseInventory,
+            (_, StockState::Committed) => Step::RestockInventory { refund_id: None },
+            _ => Step::FinishCancel,
+        });
+    }
+    match p.status {
+        OrderStatus::Pending => Some(match (p.stock, p.payment) {
+            (StockState::None, _) => Step::ReserveInventory,
+            (StockState::Reserved, PaymentStatus::Failed) => Step::ReleaseInventory,
+            (StockState::Reserved, PaymentStatus::None) => Step::AuthorizePayment,
+            (_, PaymentStatus::Authorized) if p.capture_mode == CaptureMode::Automatic => {
+                Step::CapturePayment
+            }
+            (StockState::Reserved, _) => Step::CommitInventory,
+            // Committed (or, defensively, anything else): confirm.
+            _ => Step::ConfirmOrder,
+        }),
+        OrderStatus::Authorized
+            if p.capture_requested && p.payment == PaymentStatus::Authorized =>
+        {
+            Some(Step::CapturePayment)
+        }
+        _ => None,
+    }
+}
+
+impl OrderProgress {
+    /// The progress of a new order.
+    pub fn new(total: i64, capture_mode: CaptureMode) -> OrderProgress {
+        OrderProgress {
+            status: OrderStatus::Pending,
+            payment: PaymentStatus::None,
+            stock: StockState::None,
+            capture_mode,
+            total,
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            cancel_requested: false,
+            capture_requested: false,
+            open_refund: None,
+            failed: false,
+        }
+    }
+
+    /// What the saga's row should say about it.
+    pub fn saga_state(&self) -> SagaState {
+        if self.failed {
+            return SagaState::Failed;
+        }
+        if next_step(self).is_some() {
+            return SagaState::Running;
+        }
+        match self.status {
+            OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::PaymentFailed => {
+                SagaState::Compensated
+            }
+            _ => SagaState::Completed,
+        }
+    }
+
+    /// How much may still be refunded.
+    pub fn refundable(&self) -> i64 {
+        self.captured - self.refunded
+    }
+
+    /// Applies the outcome of `step`. An outcome that does not belong to the
+    /// step leaves the progress as it is (the executor never produces one).
+    pub fn apply(&self, step: &Step, outcome: &Outcome) -> Applied {
+        let mut p = self.clone();
+        let mut events = Vec::new();
+        match (step, outcome) {
+            (Step::ReserveInventory, Outcome::Done) => p.stock = StockState::Reserved,
+            (Step::ReserveInventory, Outcome::OutOfStock) => {
+                p.stock = StockState::Released;
+                p.status = OrderStatus::Rejected;
+                events.push(audit("order.rejected"));
+            }
+            (Step::AuthorizePayment, Outcome::Done) => {
+                p.payment = PaymentStatus::Authorized;
+                p.authorized = p.total;
+            }
+            (Step::AuthorizePayment, Outcome::Declined) => {
+                p.payment = PaymentStatus::Failed;
+                events.push(public("payment.failed"));
+            }
+            (Step::CapturePayment, Outcome::Done) => {
+                p.payment = PaymentStatus::Captured;
+                p.captured = p.authorized;
+                p.capture_requested = false;
+                if p.status == OrderStatus::Authorized {
+                    p.status = OrderStatus::Paid;
+                    events.push(public("order.paid"));
+                }
+            }
+            (Step::CapturePayment, Outcome::Declined) => {
+                p.payment = PaymentStatus::Failed;
+                p.capture_requested = false;
+                events.push(public("payment.failed"));
+                if p.status != OrderStatus::Pending {
+                    // Manual capture refused: the stock is sold; unwind it.
+                    p.cancel_requested = true;
+                }
+            }
+            (Step::CommitInventory, Outcome::Done) => p.stock = StockState::Committed,
+            (Step::CommitInventory, Outcome::StockLost) => {
+                p.stock = StockState::Released;
+                p.cancel_requested = true;
+            }
+            (Step::ConfirmOrder, Outcome::Done) => {
+                if p.payment == PaymentStatus::Captured {
+                    p.status = OrderStatus::Paid;
+                    events.push(public("order.paid"));
+                } else {
+                    p.status = OrderStatus::Authorized;
+                    events.push(audit("order.authorized"));
+                }
+            }
+            (Step::ReleaseInventory, Outcome::Done) => {
+                p.stock = StockState::Released;
+                if p.status == OrderStatus::Pending && p.payment == PaymentStatus::Failed {
+                    p.status = OrderStatus::PaymentFailed;
+                    events.push(audit("order.payment_failed"));
+                }
+            }
+            (Step::VoidPayment, Outcome::Done | Outcome::Refused) => {
+                // A refused void still ends the authorization: it lapses.
+                p.payment = PaymentStatus::Voided;
+            }
+            (Step::OpenCancelRefund { amount }, Outcome::RefundOpened(id)) => {
+                if *amount > 0 && *amount <= p.refundable() {
+                    p.refunded += amount;
+                    p.open_refund = Some(OpenRefund {
+                        id: id.clone(),
+                        amount: *amount,
+                        status: RefundStatus::Pending,
+                        restock_pending: false,
+                    });
+                }
+            }
+            (Step::RefundPayment { refund_id, amount }, Outcome::Done) => {
+                if let Some(r) = p.open_refund.as_mut().filter(|r| &r.id == refund_id) {
+                    r.status = RefundStatus::Succeeded;
+                    p.payment = if p.refunded >= p.captured {
+                        PaymentStatus::Refunded
+                    } else {
+                        PaymentStatus::PartiallyRefunded
+                    };
+                    events.push(public("order.refunded"));
+                    let _ = amount;
+                    if !r.restock_pending {
+                        p.open_refund = None;
+                    }
+                }
+            }
+            (Step::RefundPayment { refund_id, amount }, Outcome::Refused) => {
+                if p.open_refund.as_ref().is_some_and(|r| &r.id == refund_id) {
+                    p.refunded -= amount;
+                    p.open_refund = None;
+                    events.push(audit("refund.failed"));
+                    if p.cancel_requested {
+                        // The money cannot be returned: a person must look.
+                        p.failed = true;
+                    }
+                }
+            }
+            (Step::RestockInventory { refund_id: Some(id) }, Outcome::Done) => {
+                if p.open_refund.as_ref().is_some_and(|r| &r.id == id) {
+                    p.open_refund = None;
+                }
+            }
+            (Step::RestockInventory { refund_id: None }, Outcome::Done) => {
+                p.stock = StockState::Released;
+            }
+            (Step::FinishCancel, Outcome::Done) => {
+                p.status = OrderStatus::Cancelled;
+                p.cancel_requested = false;
+                events.push(public("order.cancelled"));
+            }
+            _ => {}
+        }
+        Applied {
+            progress: p,
+            events,
+        }
+    }
+}
+
+/// Why a command on an order is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    InvalidTransition {
+        from: OrderStatus,
+        action: &'static str,
+    },
+    RefundExceedsCaptured {
+        refundable: i64,
+    },
+}
+
+impl OrderProgress {
+    /// Cancel: allowed before shipping. Idempotent on a cancelled order.
+    pub fn request_cancel(&self) -> Result<OrderProgress, CommandError> {
+        match self.status {
+            OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Paid => {
+                let mut p = self.clone();
+                p.cancel_requested = true;
+                Ok(p)
+            }
+            from => Err(CommandError::InvalidTransition {
+                from,
+                action: "cancel",
+            }),
+        }
+    }
+
+    /// Manual capture: only an authorized, not yet captured order.
+    pub fn request_capture(&self) -> Result<OrderProgress, CommandError> {
+        if self.status == OrderStatus::Authorized
+            && self.payment == PaymentStatus::Authorized
+            && !self.cancel_requested
+        {
+            let mut p = self.clone();
+            p.capture_requested = true;
+            Ok(p)
+        } else {
+            Err(CommandError::InvalidTransition {
+                from: self.status,
+                action: "capture",
+            })
+        }
+    }
+
+    /// Opens a refund of `amount` (already validated as 1..=MAX_AMOUNT).
+    pub fn request_refund(
+        &self,
+        id: String,
+        amount: i64,
+        restock: bool,
+    ) -> Result<OrderProgress, CommandError> {
+        let refundable_status = matches!(
+            self.status,
+            OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Delivered
+        ) && matches!(
+            self.payment,
+            PaymentStatus::Captured | PaymentStatus::PartiallyRefunded
+        ) && !self.cancel_requested
+            && self.open_refund.is_none();
+        if !refundable_status {
+            return Err(CommandError::InvalidTransition {
+                from: self.status,
+                action: "refund",
+            });
+        }
+        if amount > self.refundable() {
+            return Err(CommandError::RefundExceedsCaptured {
+                refundable: self.refundable(),
+            });
+        }
+        let mut p = self.clone();
+        p.refunded += amount;
+        p.open_refund = Some(OpenRefund {
+            id,
+            amount,
+            status: RefundStatus::Pending,
+            restock_pending: restock,
+        });
+        Ok(p)
+    }
+
+    pub fn request_ship(&self) -> Result<OrderProgress, CommandError> {
+        self.move_status(OrderStatus::Paid, OrderStatus::Shipped, "ship")
+    }
+
+    pub fn request_deliver(&self) -> Result<OrderProgress, CommandError> {
+        self.move_status(OrderStatus::Shipped, OrderStatus::Delivered, "deliver")
+    }
+
+    fn move_status(
+        &self,
+        from: OrderStatus,
+        to: OrderStatus,
+        action: &'static str,
+    ) -> Result<OrderProgress, CommandError> {
+        if self.status == from && !self.cancel_requested && self.open_refund.is_none() {
+            let mut p = self.clone();
+            p.status = to;
+            Ok(p)
+        } else {
+            Err(CommandError::InvalidTransition {
+                from: self.status,
+                action,
+            })
+        }
+    }
+}
+
+/// One order line as asked for: a SKU and a quantity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRequest {
+    pub sku: super::inventory::Sku,
+    pub quantity: i64,
+}
+
+/// Checks a quantity of one line: 1..=10 000.
+pub fn parse_quantity(quantity: i64, field: &'static str) -> Result<i64, FieldError> {
+    use super::inventory::MAX_LINE_QUANTITY;
+    if (1..=MAX_LINE_QUANTITY).contains(&quantity) {
+        Ok(quantity)
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be between 1 and {MAX_LINE_QUANTITY}"),
+        ))
+    }
+}
+
+/// `unit_price * quantity`, summed over lines, bounded by the maximum amount.
+pub fn order_total(lines: &[(i64, i64)]) -> Result<i64, FieldError> {
+    let mut total: i64 = 0;
+    for &(unit_price, quantity) in lines {
+        total = unit_price
+            .checked_mul(quantity)
+            .and_then(|line| total.checked_add(line))
+            .filter(|t| *t <= super::product::MAX_AMOUNT)
+            .ok_or_else(|| {
+                FieldError::new(
+                    "items",
+                    format!(
+                        "the order total must not exceed {}",
+                        super::product::MAX_AMOUNT
+                    ),
+                )
+            })?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the world does to a saga: step outcomes and commands.
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// The next step succeeds (or its natural refusal, by index).
+        Run(u8),
+        Cancel,
+        Capture,
+        Refund(i64, bool),
+        Ship,
+        Deliver,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            6 => any::<u8>().prop_map(Event::Run),
+            1 => Just(Event::Cancel),
+            1 => Just(Event::Capture),
+            1 => (1i64..1500, any::<bool>()).prop_map(|(a, r)| Event::Refund(a, r)),
+            1 => Just(Event::Ship),
+            1 => Just(Event::Deliver),
+        ]
+    }
+
+    /// The outcomes a step can really have, picked by `choice`.
+    fn outcome_for(step: &Step, choice: u8, n: usize) -> Outcome {
+        let alternatives: &[Outcome] = match step {
+            Step::ReserveInventory => &[Outcome::Done, Outcome::OutOfStock],
+            Step::AuthorizePayment | Step::CapturePayment => &[Outcome::Done, Outcome::Declined],
+            Step::CommitInventory => &[Outcome::Done, Outcome::StockLost],
+            Step::RefundPayment { .. } => &[Outcome::Done, Outcome::Refused],
+            Step::VoidPayment => &[Outcome::Done, Outcome::Refused],
+            Step::OpenCancelRefund { .. } => {
+                return Outcome::RefundOpened(format!("cancel-{n}"));
+            }
+            _ => &[Outcome::Done],
+        };
+        // Mostly success, so that sagas get far.
+        if choice < 200 {
+            alternatives[0].clone()
+        } else {
+            alternatives[choice as usize % alternatives.len()].clone()
+        }
+    }
+
+    fn check_invariants(p: &OrderProgress) {
+        assert!(0 <= p.captured && p.captured <= p.authorized, "{p:?}");
+        assert!(0 <= p.refunded && p.refunded <= p.captured, "{p:?}");
+        assert!(p.authorized <= p.total, "{p:?}");
+    }
+
+    proptest! {
+        /// I3 holds after any interleaving of steps and commands; terminal
+        /// statuses stay terminal; a saga left alone always finishes.
+        #[test]
+        fn saga_invariants_hold(
+            manual in any::<bool>(),
+            total in 1i64..1000,
+            events in proptest::collection::vec(event(), 0..80),
+        ) {
+            let mode = if manual { CaptureMode::Manual } else { CaptureMode::Automatic };
+            let mut p = OrderProgress::new(total, mode);
+            let mut refunds = 0usize;
+            for (n, e) in events.iter().enumerate() {
+                let before = p.clone();
+                let next = match e {
+                    Event::Run(choice) => match next_step(&p) {
+                        Some(step) => {
+                            let applied = p.apply(&step, &outcome_for(&step, *choice, n));
+                            prop_assert_ne!(&applied.progress, &p, "step {:?} made no progress", step);
+                            applied.progress
+                        }
+                        None => p.clone(),
+                    },
+                    Event::Cancel => p.request_cancel().unwrap_or(p.clone()),
+                    Event::Capture => p.request_capture().unwrap_or(p.clone()),
+                    Event::Refund(amount, restock) => {
+                        refunds += 1;
+                        match p.request_refund(format!("r{refunds}"), *amount, *restock) {
+                            Ok(next) => next,
+                            Err(CommandError::RefundExceedsCaptured { refundable }) => {
+                                prop_assert!(*amount > refundable);
+                                p.clone()
+                            }
+                            Err(_) => p.clone(),
+                        }
+                    }
+                    Event::Ship => p.request_ship().unwrap_or(p.clone()),
+                    Event::Deliver => p.request_deliver().unwrap_or(p.clone()),
+                };
+                check_invariants(&next);
+                if before.status.is_terminal() {
+                    prop_assert_eq!(before.status, next.status);
+                }
+                p = next;
+            }
+            // Left alone, the saga finishes within a bounded number of steps.
+            for n in 0..30 {
+                match next_step(&p) {
+                    Some(step) => {
+                        p = p.apply(&step, &outcome_for(&step, 0, 1000 + n)).progress;
+                        check_invariants(&p);
+                    }
+                    None => break,
+                }
+            }
+            prop_assert!(next_step(&p).is_none(), "saga did not finish: {:?}", p);
+            prop_assert_ne!(p.saga_state(), SagaState::Running);
+            // A finished saga holds no stock reservation.
+            prop_assert_ne!(p.stock, StockState::Reserved, "{:?}", p);
+        }
+    }
+
+    fn run_to_end(mut p: OrderProgress, outcomes: &[(StepName, Outcome)]) -> OrderProgress {
+        while let Some(step) = next_step(&p) {
+            let name = step.name();
+            let outcome = outcomes
+                .iter()
+                .find(|(n, _)| Some(*n) == name)
+                .map(|(_, o)| o.clone())
+                .unwrap_or(match step {
+                    Step::OpenCancelRefund { .. } => Outcome::RefundOpened("c".into()),
+                    _ => Outcome::Done,
+                });
+            p = p.apply(&step, &outcome).progress;
+        }
+        p
+    }
+
+    #[test]
+    fn happy_path_pays_and_commits() {
+        let p = run_to_end(OrderProgress::new(500, CaptureMode::Automatic), &[]);
+        assert_eq!(p.status, OrderStatus::Paid);
+        assert_eq!(p.payment, PaymentStatus::Captured);
+        assert_eq!(p.stock, StockState::Committed);
+        assert_eq!((p.authorized, p.captured), (500, 500));
+        assert_eq!(p.saga_state(), SagaState::Completed);
+    }
+
+    #[test]
+    fn decline_releases_stock_and_fails_payment() {
+        let p = run_to_end(
+            OrderProgress::new(500, CaptureMode::Automatic),
+            &[(StepName::AuthorizePayment, Outcome::Declined)],
+        );
+        assert_eq!(p.status, OrderStatus::PaymentFailed);
+        assert_eq!(p.stock, StockState::Released);
+        assert_eq!(p.saga_state(), SagaState::Compensated);
+    }
+
+    #[test]
+    fn manual_capture_stops_at_authorized_then_pays() {
+        let p = run_to_end(OrderProgress::new(500, CaptureMode::Manual), &[]);
+        assert_eq!(p.status, OrderStatus::Authorized);
+        assert_eq!(p.stock, StockState::Committed);
+        assert_eq!(p.captured, 0);
+        let p = run_to_end(p.request_capture().unwrap(), &[]);
+        assert_eq!(p.status, OrderStatus::Paid);
+        assert_eq!(p.captured, 500);
+    }
+
+    #[test]
+    fn cancel_after_capture_refunds_in_full_and_restocks() {
+        let paid = run_to_end(OrderProgress::new(500, CaptureMode::Automatic), &[]);
+        let p = run_to_end(paid.request_cancel().unwrap(), &[]);
+        assert_eq!(p.status, OrderStatus::Cancelled);
+        assert_eq!(p.payment, PaymentStatus::Refunded);
+        assert_eq!(p.refunded, 500);
+        assert_eq!(p.stock, StockState::Released);
+        assert_eq!(p.saga_state(), SagaState::Compensated);
+    }
+
+    #[test]
+    fn refunds_never_exceed_the_capture() {
+        let paid = run_to_end(OrderProgress::new(500, CaptureMode::Automatic), &[]);
+        let first = paid.request_refund("a".into(), 300, false).unwrap();
+        // While the first is open, a second is refused as a conflict.
+        assert!(matches!(
+            first.request_refund("b".into(), 100, false),
+            Err(CommandError::InvalidTransition { .. })
+        ));
+        let done = run_to_end(first, &[]);
+        assert_eq!(done.payment, PaymentStatus::PartiallyRefunded);
+        assert_eq!(
+            done.request_refund("b".into(), 201, false),
+            Err(CommandError::RefundExceedsCaptured { refundable: 200 })
+        );
+        let all = run_to_end(done.request_refund("b".into(), 200, false).unwrap(), &[]);
+        assert_eq!(all.payment, PaymentStatus::Refunded);
+        assert_eq!(all.status, OrderStatus::Paid);
+    }
+
+    #[test]
+    fn totals_are_bounded() {
+        assert_eq!(order_total(&[(100, 3), (5, 2)]), Ok(310));
+        assert!(order_total(&[(1_000_000_000_000, 2)]).is_err());
+        assert!(order_total(&[(i64::MAX, 10_000)]).is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! `/api/v1/orders`: placing orders, reading them and their audit trail,
+//! and the commands of their life cycle (capture, cancel, ship, deliver,
+//! refunds).
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::errors::{payment_declined, ApiError};
+use super::extract::{Json, OptionalJson};
+use super::identity::{AdminUser, AuthUser};
+use super::pagination::{Page, PageQuery};
+use crate::db::orders::OrderFilter;
+use crate::domain::inventory::Sku;
+use crate::domain::order::{parse_quantity, OrderStatus};
+use crate::domain::product::MAX_AMOUNT;
+use crate::domain::FieldError;
+use crate::orders::{Actor, Command, CommandResult, LineInput, Orders, PaymentInput, PlaceOrder};
+
+/// `checkout.sync_wait_ms`: how long checkout waits for its saga.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutWait(pub Duration);
+
+const TOKEN_MAX_CHARS: usize = 200;
+const TEXT_MAX_CHARS: usize = 200;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    provider: Option<String>,
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    sku: String,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceBody {
+    items: Vec<LineBody>,
+    payment: PaymentBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipBody {
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    amount: i64,
+    reason: Option<String>,
+    restock: Option<Vec<LineBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    user_id: Option<String>,
+    status: Option<String>,
+}
+
+/// The payment part of a checkout: the configured provider (or none named)
+/// and a token.
+pub fn parse_payment(body: &PaymentBody, orders: &Orders) -> Result<PaymentInput, ApiError> {
+    let configured = orders.payments().provider.name();
+    if let Some(provider) = &body.provider {
+        if provider != configured {
+            return Err(ApiError::field(
+                "payment.provider",
+                format!("must be \"{configured}\", the provider this engine uses"),
+            ));
+        }
+    }
+    let token = body.token.trim();
+    if token.is_empty()
+        || token.chars().count() > TOKEN_MAX_CHARS
+        || token.chars().any(char::is_control)
+    {
+        return Err(ApiError::field(
+            "payment.token",
+            format!("must be 1-{TOKEN_MAX_CHARS} characters"),
+        ));
+    }
+    Ok(PaymentInput {
+        token: token.to_owned(),
+    })
+}
+
+/// An order id that is not a UUID names nothing: 404.
+pub fn order_id(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| ApiError::NotFound)
+}
+
+/// Runs the new order's saga and answers with its outcome; or 202 when the
+/// client prefers it or the saga takes longer than `wait`. The saga goes on
+/// either way: it is owned by its actor, not by this request.
+pub async fn respond_with_saga(
+    req: &HttpRequest,
+    orders: &Orders,
+    order_id: &str,
+    wait: Duration,
+) -> Result<HttpResponse, ApiError> {
+    let prefer_async = req
+        .headers()
+        .get_all("Prefer")
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")));
+    let run = {
+        let (orders, id) = (orders.clone(), order_id.to_owned());
+        tokio::spawn(async move { orders.run_saga(&id, false).await })
+    };
+    if !prefer_async {
+        match tokio::time::timeout(wait, run).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                // The order is recorded; recovery will run its saga.
+                tracing::warn!(order.id = order_id, error = %e, "saga did not run to the end");
+            }
+            Ok(Err(e)) => tracing::error!(order.id = order_id, error = %e, "saga task failed"),
+            Err(_) => {}
+        }
+    }
+    let view = orders.view(order_id).await?;
+    let location = format!("/api/v1/orders/{order_id}");
+    match OrderStatus::parse(&view.status) {
+        Some(OrderStatus::Pending) => Ok(HttpResponse::Accepted()
+            .insert_header((header::LOCATION, location))
+            .json(json!({ "order_id": order_id, "status": "pending" }))),
+        Some(OrderStatus::Rejected) => {
+            let mut details = orders.rejection_details(order_id).await?;
+            details["order_id"] = json!(order_id);
+            Err(ApiError::OutOfStock { details })
+        }
+        Some(OrderStatus::PaymentFailed) => Err(payment_declined(json!({ "order_id": order_id }))),
+        _ => Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, location))
+            .json(view)),
+    }
+}
+
+pub async fn place(
+    req: HttpRequest,
+    user: AuthUser,
+    orders: web::Data<Orders>,
+    wait: web::Data<CheckoutWait>,
+    Json(body): Json<PlaceBody>,
+) -> Result<HttpResponse, ApiError> {
+    let payment = parse_payment(&body.payment, &orders)?;
+    let lines = parse_lines(&body.items, "items")?;
+    let order_id = orders
+        .place(PlaceOrder {
+            user_id: user.id,
+            lines: lines
+                .into_iter()
+                .map(|(sku, quantity)| LineInput {
+                    sku,
+                    quantity,
+                    priced: None,
+                })
+                .collect(),
+            payment,
+            cart: None,
+        })
+        .await?;
+    respond_with_saga(&req, &orders, &order_id, wait.0).await
+}
+
+fn parse_lines(lines: &[LineBody], field: &'static str) -> Result<Vec<(Sku, i64)>, ApiError> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mut parsed = Vec::with_capacity(lines.len());
+    for line in lines {
+        match (Sku::parse(&line.sku), parse_quantity(line.quantity, field)) {
+            (Ok(sku), Ok(q)) => parsed.push((sku, q)),
+            (s, q) => errors.extend(
+                s.err()
+                    .map(|e| FieldError::new(field, format!("sku {}", e.message)))
+                    .into_iter()
+                    .chain(q.err()),
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// The order if `user` may see it: its owner or an admin. Others get 404.
+async fn visible(orders: &Orders, user: &AuthUser, id: &str) -> Result<(), ApiError> {
+    let owner = orders.owner_of(id).await?;
+    if user.is_admin() || owner == user.id.to_string() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+pub async fn list(
+    user: AuthUser,
+    orders: web::Data<Orders>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery::new(query.limit, query.cursor.clone());
+    let limit = page.limit()?;
+    let after = page.cursor(uuid::Uuid::parse_str)?.map(|u| u.to_string());
+    if let Some(status) = &query.status {
+        if OrderStatus::parse(status).is_none() {
+            return Err(ApiError::InvalidQuery(format!("unknown status {status:?}")));
+        }
+    }
+    let user_id = if user.is_admin() {
+        match &query.user_id {
+            Some(raw) => Some(
+                uuid::Uuid::parse_str(raw)
+                    .map_err(|_| ApiError::InvalidQuery("user_id must be a UUID".to_owned()))?
+                    .to_string(),
+            ),
+            None => None,
+        }
+    } else {
+        Some(user.id.to_string())
+    };
+    let filter = OrderFilter {
+        user_id,
+        status: query.status.clone(),
+        after,
+    };
+    let items = orders.list(&filter, page.fetch_limit()?).await?;
+    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |o| o.id.clone())))
+}
+
+pub async fn get(
+    user: AuthUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    visible(&orders, &user, &id).await?;
+    Ok(HttpResponse::Ok().json(orders.view(&id).await?))
+}
+
+pub async fn events(
+    user: AuthUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    visible(&orders, &user, &id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": orders.events(&id).await?, "next_cursor": null })))
+}
+
+async fn run(orders: &Orders, id: &str, actor: Actor, command: Command) -> Result<HttpResponse, ApiError> {
+    match orders.command(id, actor, command).await? {
+        CommandResult::Order(view) => Ok(HttpResponse::Ok().json(view)),
+        CommandResult::Refund(refund) => Ok(HttpResponse::Created()
+            .insert_header((
+                header::LOCATION,
+                format!("/api/v1/orders/{}/refunds/{}", refund.order_id, refund.id),
+            ))
+            .json(refund)),
+    }
+}
+
+pub async fn capture(
+    admin: AdminUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    run(&orders, &id, Actor::Admin(admin.0.id), Command::Capture).await
+}
+
+pub async fn cancel(
+    user: AuthUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    visible(&orders, &user, &id).await?;
+    let actor = if user.is_admin() {
+        Actor::Admin(user.id)
+    } else {
+        Actor::User(user.id)
+    };
+    run(&orders, &id, actor, Command::Cancel).await
+}
+
+fn optional_text(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match value.map(|v| v.trim().to_owned()) {
+        Some(v) if v.is_empty() || v.chars().count() > TEXT_MAX_CHARS || v.chars().any(char::is_control) => {
+            Err(ApiError::field(field, format!("must be 1-{TEXT_MAX_CHARS} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+pub async fn ship(
+    admin: AdminUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+    OptionalJson(body): OptionalJson<ShipBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    let (carrier, tracking_number) = match body {
+        Some(b) => (
+            optional_text(b.carrier, "carrier")?,
+            optional_text(b.tracking_number, "tracking_number")?,
+        ),
+        None => (None, None),
+    };
+    let command = Command::Ship {
+        carrier,
+        tracking_number,
+    };
+    run(&orders, &id, Actor::Admin(admin.0.id), command).await
+}
+
+pub async fn deliver(
+    admin: AdminUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    run(&orders, &id, Actor::Admin(admin.0.id), Command::Deliver).await
+}
+
+pub async fn refund(
+    admin: AdminUser,
+    orders: web::Data<Orders>,
+    path: web::Path<String>,
+    Json(body): Json<RefundBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&path)?;
+    if !(1..=MAX_AMOUNT).contains(&body.amount) {
+        return Err(ApiError::field(
+            "amount",
+            format!("must be between 1 and {MAX_AMOUNT} (minor units)"),
+        ));
+    }
+    let reason = optional_text(body.reason, "reason")?;
+    let restock = parse_lines(body.restock.as_deref().unwrap_or_default(), "restock")?
+        .into_iter()
+        .map(|(sku, q)| (sku.as_str().to_owned(), q))
+        .collect();
+    let command = Command::Refund {
+        amount: body.amount,
+        reason,
+        restock,
+    };
+    run(&orders, &id, Actor::Admin(admin.0.id), command).await
+}

@@ -1,0 +1,187 @@
+//! Creating an order: validated lines, prices snapshotted, the saga row and
+//! its lease, the audit trail's first entry and `order.created`, in one
+//! transaction (and, for a checkout, with the cart marked checked out).
+
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{audit_row, event_payload, Actor, Orders, OrdersError};
+use crate::db::orders::{self as orders_db, CreateError, NewOrder, OrderItemRow, OrderRow, SagaRow};
+use crate::db::outbox::NewOutboxRow;
+use crate::domain::inventory::Sku;
+use crate::domain::order::{order_total, OrderStatus, MAX_LINES};
+use crate::domain::FieldError;
+
+/// How the customer pays.
+#[derive(Debug, Clone)]
+pub struct PaymentInput {
+    pub token: String,
+}
+
+/// One line of a new order. Prices come from a cart (`priced`) or, for
+/// `POST /orders`, from the catalog at the time of ordering.
+#[derive(Debug, Clone)]
+pub struct LineInput {
+    pub sku: Sku,
+    pub quantity: i64,
+    /// `(name, unit_price, currency)` as snapshotted by the cart.
+    pub priced: Option<(String, i64, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub user_id: Uuid,
+    pub lines: Vec<LineInput>,
+    pub payment: PaymentInput,
+    /// The cart being checked out and the version it was read at.
+    pub cart: Option<(String, i64)>,
+}
+
+impl Orders {
+    /// Validates and records a new order; its saga is then run with
+    /// [`Orders::run_saga`]. Returns the order id.
+    pub async fn place(&self, order: PlaceOrder) -> Result<String, OrdersError> {
+        if order.lines.is_empty() {
+            return Err(OrdersError::EmptyCart);
+        }
+        if order.lines.len() > MAX_LINES {
+            return Err(OrdersError::Validation(vec![FieldError::new(
+                "items",
+                format!("at most {MAX_LINES} lines per order"),
+            )]));
+        }
+        let order_id = Uuid::now_v7().to_string();
+        let mut errors = Vec::new();
+        let mut items = Vec::with_capacity(order.lines.len());
+        let mut currency: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        for line in &order.lines {
+            if !seen.insert(line.sku.clone()) {
+                errors.push(FieldError::new(
+                    "items",
+                    format!("{} is listed more than once", line.sku),
+                ));
+                continue;
+            }
+            let (name, unit_price, line_currency) = match &line.priced {
+                Some(priced) => priced.clone(),
+                None => match self.inner.catalog.get(&line.sku).await {
+                    Ok(Some(p)) if p.active => (p.name, p.price, p.currency),
+                    Ok(_) => {
+                        errors.push(FieldError::new(
+                            "items",
+                            format!("{} is not a product on sale", line.sku),
+                        ));
+                        continue;
+                    }
+                    Err(e) => return Err(OrdersError::Unavailable(e.to_string())),
+                },
+            };
+            match &currency {
+                Some(c) if *c != line_currency => errors.push(FieldError::new(
+                    "items",
+                    format!("{} is priced in {line_currency}, not {c}", line.sku),
+                )),
+                Some(_) => {}
+                None => currency = Some(line_currency.clone()),
+            }
+            items.push(OrderItemRow {
+                order_id: order_id.clone(),
+                sku: line.sku.as_str().to_owned(),
+                name,
+                quantity: line.quantity,
+                unit_price,
+                line_total: unit_price.saturating_mul(line.quantity),
+                restocked: 0,
+            });
+        }
+        let total = order_total(
+            &items
+                .iter()
+                .map(|i| (i.unit_price, i.quantity))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| errors.push(e))
+        .unwrap_or(0);
+        if !errors.is_empty() {
+            return Err(OrdersError::Validation(errors));
+        }
+        let currency = currency.unwrap_or_else(|| self.inner.policy.default_currency.clone());
+        let now = Utc::now().naive_utc();
+        let row = OrderRow {
+            id: order_id.clone(),
+            user_id: order.user_id.to_string(),
+            cart_id: order.cart.as_ref().map(|(id, _)| id.clone()),
+            status: OrderStatus::Pending.as_str().to_owned(),
+            currency,
+            total,
+            payment_provider: self.inner.payments.provider.name().to_owned(),
+            payment_token: order.payment.token.clone(),
+            payment_ref: None,
+            capture_mode: self.inner.policy.capture_mode.as_str().to_owned(),
+            payment_status: "none".to_owned(),
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            stock_state: "none".to_owned(),
+            cancel_requested: false,
+            capture_requested: false,
+            carrier: None,
+            tracking_number: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let data = json!({
+            "items": items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
+            "cart_id": row.cart_id,
+        });
+        let mut audit = audit_row(
+            &order_id,
+            "order.created",
+            OrderStatus::Pending,
+            OrderStatus::Pending,
+            &Actor::User(order.user_id),
+            data.clone(),
+            now,
+        );
+        audit.from_status = None;
+        let new = NewOrder {
+            outbox: NewOutboxRow::new(
+                "order.created",
+                &order_id,
+                &event_payload(&row, OrderStatus::Pending, data),
+                now,
+            ),
+            saga: SagaRow {
+                order_id: order_id.clone(),
+                state: "running".to_owned(),
+                current_step: None,
+                parked: false,
+                lease_owner: Some(self.inner.owner.clone()),
+                lease_expires_at: Some(now + self.inner.policy.lease_ttl),
+                started_at: now,
+                updated_at: now,
+                finished_at: None,
+            },
+            order: row,
+            items,
+            cart: order.cart.clone(),
+            audit,
+        };
+        let mut conn = self.inner.db.conn().await?;
+        match orders_db::create(&mut conn, &new).await {
+            Ok(()) => {}
+            Err(CreateError::CartChanged) => {
+                return Err(OrdersError::Conflict(
+                    "the cart changed while it was checked out; retry".to_owned(),
+                ))
+            }
+            Err(CreateError::Query(e)) => return Err(e.into()),
+        }
+        metrics::counter!("sagas_started_total").increment(1);
+        tracing::info!(order.id = %order_id, "order created");
+        Ok(order_id)
+    }
+}

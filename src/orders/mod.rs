@@ -1,0 +1,481 @@
+//! Orders and the checkout saga.
+//!
+//! [`Orders`] is the engine's handle. Each order has a serial actor (see
+//! `actors::serial`) that runs its saga and every command on it (cancel,
+//! capture, refund, ship, deliver) one at a time. The saga's decisions are
+//! the pure state machine of `domain::order`; this module executes its steps
+//! (`steps`), persists each one before and after it runs (`db::orders`,
+//! `db::sagas`), and claims sagas through leases so that with several engine
+//! processes each saga runs in one of them (`recovery`).
+
+mod create;
+mod drive;
+mod recovery;
+mod steps;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::actors::serial::{ActorError, SerialPool};
+use crate::actors::Inventory;
+use crate::catalog::Catalog;
+use crate::config::{CaptureMode, Settings};
+use crate::db::orders::{self as orders_db, OrderChange, OrderEventRow, RefundRow};
+use crate::db::outbox::NewOutboxRow;
+use crate::db::{Database, DbError};
+use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
+use crate::domain::FieldError;
+use crate::payments::Payments;
+
+pub use create::{LineInput, PaymentInput, PlaceOrder};
+pub use views::{OrderView, RefundView, SagaView};
+
+const KIND_ORDER: &str = "order_saga";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    #[error("no such order")]
+    NotFound,
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    #[error("the cart is empty")]
+    EmptyCart,
+    #[error("the cart was checked out as order {order_id}")]
+    CartCheckedOut { order_id: String },
+    #[error("cannot {action} an order that is {from}")]
+    InvalidTransition {
+        from: OrderStatus,
+        action: &'static str,
+    },
+    #[error("the refund exceeds what can be refunded ({refundable})")]
+    RefundExceedsCaptured { refundable: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the order's actor is overloaded")]
+    Overloaded,
+    #[error("orders unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for OrdersError {
+    fn from(e: diesel::result::Error) -> Self {
+        OrdersError::Db(DbError::Query(e))
+    }
+}
+
+impl From<ActorError> for OrdersError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Overloaded => OrdersError::Overloaded,
+            ActorError::Unavailable(m) => OrdersError::Unavailable(m),
+        }
+    }
+}
+
+impl From<CommandError> for OrdersError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::InvalidTransition { from, action } => {
+                OrdersError::InvalidTransition { from, action }
+            }
+            CommandError::RefundExceedsCaptured { refundable } => {
+                OrdersError::RefundExceedsCaptured { refundable }
+            }
+        }
+    }
+}
+
+/// Saga policy, from `sagas.*` and `payments.capture`.
+#[derive(Debug, Clone)]
+struct Policy {
+    capture_mode: CaptureMode,
+    max_attempts: u32,
+    backoff: Duration,
+    lease_ttl: chrono::Duration,
+    stuck_after: chrono::Duration,
+    recovery_interval: Duration,
+    payment_timeout: Duration,
+    default_currency: String,
+}
+
+#[derive(Clone)]
+pub struct Orders {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    inventory: Inventory,
+    catalog: Catalog,
+    payments: Payments,
+    actors: SerialPool<()>,
+    policy: Policy,
+    /// This process's name on the leases it takes.
+    owner: String,
+}
+
+/// Who asked for a change, for the audit trail.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    User(Uuid),
+    Admin(Uuid),
+    System,
+}
+
+impl Actor {
+    fn label(&self) -> String {
+        match self {
+            Actor::User(id) => format!("user:{id}"),
+            Actor::Admin(id) => format!("admin:{id}"),
+            Actor::System => "system".to_owned(),
+        }
+    }
+}
+
+/// A command on an existing order.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Cancel,
+    Capture,
+    Ship {
+        carrier: Option<String>,
+        tracking_number: Option<String>,
+    },
+    Deliver,
+    Refund {
+        amount: i64,
+        reason: Option<String>,
+        restock: Vec<(String, i64)>,
+    },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Cancel => "cancel",
+            Command::Capture => "capture",
+            Command::Ship { .. } => "ship",
+            Command::Deliver => "deliver",
+            Command::Refund { .. } => "refund",
+        }
+    }
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub enum CommandResult {
+    Order(OrderView),
+    Refund(RefundView),
+}
+
+impl Orders {
+    /// Starts the order actors and the recovery loop. Must run inside the
+    /// actix system, like [`Inventory::start`].
+    pub fn start(
+        db: Database,
+        inventory: Inventory,
+        catalog: Catalog,
+        payments: Payments,
+        settings: &Settings,
+    ) -> Orders {
+        let policy = Policy {
+            capture_mode: settings.payments.capture,
+            max_attempts: settings.sagas.max_step_attempts,
+            backoff: Duration::from_millis(settings.sagas.retry_backoff_ms),
+            lease_ttl: chrono::Duration::seconds(settings.sagas.lease_ttl_s as i64),
+            stuck_after: chrono::Duration::seconds(settings.sagas.stuck_after_s as i64),
+            recovery_interval: Duration::from_millis(settings.sagas.recovery_interval_ms),
+            payment_timeout: Duration::from_millis(settings.payments.timeout_ms),
+            default_currency: settings.checkout.default_currency.clone(),
+        };
+        let actors = SerialPool::new(
+            KIND_ORDER,
+            inventory.arbiter_pool(),
+            settings.actors.mailbox_capacity,
+            Duration::from_secs(settings.actors.idle_timeout_s),
+        );
+        let orders = Orders {
+            inner: Arc::new(Inner {
+                db,
+                inventory,
+                catalog,
+                payments,
+                actors,
+                policy,
+                owner: format!("orderflow-{}", Uuid::now_v7()),
+            }),
+        };
+        orders.spawn_recovery();
+        orders
+    }
+
+    pub fn payments(&self) -> &Payments {
+        &self.inner.payments
+    }
+
+    pub fn default_currency(&self) -> &str {
+        &self.inner.policy.default_currency
+    }
+
+    /// Runs the order's saga in its actor until it finishes or parks.
+    /// Also the "resume" of an admin when `unpark` is set.
+    pub async fn run_saga(&self, order_id: &str, unpark: bool) -> Result<(), OrdersError> {
+        let this = self.clone();
+        let id = order_id.to_owned();
+        self.inner
+            .actors
+            .run(order_id, move |()| {
+                let (this, id) = (this.clone(), id.clone());
+                async move { ((), this.drive(&id, unpark).await.map(|_| ())) }
+            })
+            .await?
+    }
+
+    /// Runs a command in the order's actor, then the saga if the command
+    /// gave it work.
+    pub async fn command(
+        &self,
+        order_id: &str,
+        actor: Actor,
+        command: Command,
+    ) -> Result<CommandResult, OrdersError> {
+        let this = self.clone();
+        let id = order_id.to_owned();
+        self.inner
+            .actors
+            .run(order_id, move |()| {
+                let (this, id, actor, command) =
+                    (this.clone(), id.clone(), actor.clone(), command.clone());
+                async move { ((), this.apply_command(&id, &actor, command).await) }
+            })
+            .await?
+    }
+
+    async fn apply_command(
+        &self,
+        order_id: &str,
+        actor: &Actor,
+        command: Command,
+    ) -> Result<CommandResult, OrdersError> {
+        let mut refund_id = None;
+        for _ in 0..5 {
+            let loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+            let progress = &loaded.progress;
+            let now = Utc::now().naive_utc();
+            let mut change = self.change_for(&loaded, now);
+            let next = match &command {
+                Command::Cancel => {
+                    if progress.status == OrderStatus::Cancelled {
+                        return Ok(CommandResult::Order(self.view(order_id).await?));
+                    }
+                    progress.request_cancel()?
+                }
+                Command::Capture => progress.request_capture()?,
+                Command::Ship {
+                    carrier,
+                    tracking_number,
+                } => {
+                    change.shipping = Some((carrier.clone(), tracking_number.clone()));
+                    progress.request_ship()?
+                }
+                Command::Deliver => progress.request_deliver()?,
+                Command::Refund {
+                    amount,
+                    reason,
+                    restock,
+                } => {
+                    let items = orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
+                    validate_restock(&items, restock)?;
+                    let id = Uuid::now_v7().to_string();
+                    let next = progress.request_refund(id.clone(), *amount, !restock.is_empty())?;
+                    change.new_refund = Some(RefundRow {
+                        id: id.clone(),
+                        order_id: order_id.to_owned(),
+                        amount: *amount,
+                        reason: reason.clone(),
+                        status: "pending".to_owned(),
+                        restock: serde_json::to_string(
+                            &restock
+                                .iter()
+                                .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+                                .collect::<Vec<_>>(),
+                        )
+                        .unwrap_or_else(|_| "[]".to_owned()),
+                        restock_done: restock.is_empty(),
+                        created_at: now,
+                        updated_at: now,
+                    });
+                    refund_id = Some(id);
+                    next
+                }
+            };
+            let event_type = match &command {
+                Command::Ship { .. } => "order.shipped",
+                Command::Deliver => "order.delivered",
+                Command::Cancel => "order.cancel_requested",
+                Command::Capture => "order.capture_requested",
+                Command::Refund { .. } => "order.refund_requested",
+            };
+            let mut data = json!({});
+            if let Some(r) = &change.new_refund {
+                data = json!({"refund_id": r.id, "amount": r.amount, "reason": r.reason});
+            }
+            if let Some((carrier, tracking)) = &change.shipping {
+                data = json!({"carrier": carrier, "tracking_number": tracking});
+            }
+            change.audit.push(audit_row(
+                order_id,
+                event_type,
+                progress.status,
+                next.status,
+                actor,
+                data.clone(),
+                now,
+            ));
+            if matches!(command, Command::Ship { .. } | Command::Deliver) {
+                change.outbox.push(NewOutboxRow::new(
+                    event_type,
+                    order_id,
+                    &event_payload(&loaded.row, next.status, data),
+                    now,
+                ));
+            }
+            self.set_progress(&mut change, &next, now);
+            match orders_db::commit_change(&mut self.inner.db.conn().await?, &change).await {
+                Ok(()) => break,
+                Err(orders_db::ChangeError::Stale) => continue,
+                Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
+            }
+        }
+        tracing::info!(order.id = order_id, command = command.name(), "order command applied");
+        // Give the saga its work (compensations, capture, the refund).
+        self.drive(order_id, false).await?;
+        match refund_id {
+            Some(id) => {
+                let mut conn = self.inner.db.conn().await?;
+                let row = orders_db::find_refund(&mut conn, &id)
+                    .await?
+                    .ok_or(OrdersError::NotFound)?;
+                Ok(CommandResult::Refund(RefundView::from(row)))
+            }
+            None => Ok(CommandResult::Order(self.view(order_id).await?)),
+        }
+    }
+
+    /// An [`OrderChange`] for `loaded` that changes nothing yet.
+    fn change_for(&self, loaded: &Loaded, now: chrono::NaiveDateTime) -> OrderChange {
+        let mut change = OrderChange {
+            order_id: loaded.row.id.clone(),
+            expected_version: loaded.row.version,
+            progress: views::progress_columns(&loaded.progress, now),
+            payment_ref: None,
+            shipping: None,
+            payment: None,
+            new_refund: None,
+            refund_update: None,
+            restocked: Vec::new(),
+            audit: Vec::new(),
+            outbox: Vec::new(),
+            saga: views::saga_columns(&loaded.progress, None, now),
+            step: None,
+        };
+        change.saga.current_step = None;
+        change
+    }
+
+    fn set_progress(
+        &self,
+        change: &mut OrderChange,
+        progress: &OrderProgress,
+        now: chrono::NaiveDateTime,
+    ) {
+        change.progress = views::progress_columns(progress, now);
+        change.saga = views::saga_columns(progress, change.saga.current_step.clone(), now);
+    }
+}
+
+/// Checks refund restock lines against the order's items.
+fn validate_restock(
+    items: &[orders_db::OrderItemRow],
+    restock: &[(String, i64)],
+) -> Result<(), OrdersError> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (sku, quantity) in restock {
+        match items.iter().find(|i| &i.sku == sku) {
+            None => errors.push(FieldError::new(
+                "restock",
+                format!("{sku} is not an item of this order"),
+            )),
+            Some(item) if *quantity < 1 || *quantity > item.quantity - item.restocked => {
+                errors.push(FieldError::new(
+                    "restock",
+                    format!(
+                        "quantity of {sku} must be between 1 and {}",
+                        item.quantity - item.restocked
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        if !seen.insert(sku) {
+            errors.push(FieldError::new("restock", format!("{sku} is listed twice")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(OrdersError::Validation(errors))
+    }
+}
+
+/// One order as the saga sees it.
+pub(crate) struct Loaded {
+    pub row: orders_db::OrderRow,
+    pub progress: OrderProgress,
+    pub refund: Option<RefundRow>,
+}
+
+fn audit_row(
+    order_id: &str,
+    event_type: &str,
+    from: OrderStatus,
+    to: OrderStatus,
+    actor: &Actor,
+    data: serde_json::Value,
+    now: chrono::NaiveDateTime,
+) -> OrderEventRow {
+    OrderEventRow {
+        id: Uuid::now_v7().to_string(),
+        order_id: order_id.to_owned(),
+        event_type: event_type.to_owned(),
+        from_status: Some(from.as_str().to_owned()),
+        to_status: to.as_str().to_owned(),
+        actor: actor.label(),
+        data: data.to_string(),
+        created_at: now,
+    }
+}
+
+/// The outbox payload of an order event.
+fn event_payload(
+    row: &orders_db::OrderRow,
+    status: OrderStatus,
+    data: serde_json::Value,
+) -> serde_json::Value {
+    json!({
+        "order_id": row.id,
+        "user_id": row.user_id,
+        "status": status.as_str(),
+        "total": row.total,
+        "currency": row.currency,
+        "data": data,
+    })
+}

@@ -1,0 +1,67 @@
+//! Resuming sagas that no process is running.
+//!
+//! At start-up the engine claims every unfinished saga whose lease is free or
+//! ran out, parked ones included, and runs it. Afterwards it keeps looking,
+//! every `sagas.recovery_interval_ms`, for sagas whose lease ran out (their
+//! process died or stalled), leaving parked ones to an operator's resume.
+
+use chrono::Utc;
+
+use super::Orders;
+use crate::db::sagas as sagas_db;
+
+/// Sagas claimed per scan.
+const BATCH: i64 = 100;
+
+impl Orders {
+    pub(super) fn spawn_recovery(&self) {
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let interval = self.inner.policy.recovery_interval;
+        tokio::spawn(async move {
+            let mut first = true;
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let orders = Orders { inner };
+                orders.inner.actors.prune();
+                match orders.recover(first).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(sagas = n, "resuming sagas no process was running");
+                        }
+                        first = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "saga recovery scan failed"),
+                }
+            }
+        });
+    }
+
+    /// Claims orphaned sagas and starts them; returns how many.
+    async fn recover(&self, include_parked: bool) -> Result<usize, super::OrdersError> {
+        let now = Utc::now().naive_utc();
+        let mut conn = self.inner.db.conn().await?;
+        let claimed = sagas_db::claim_orphans(
+            &mut conn,
+            &self.inner.owner,
+            now,
+            now + self.inner.policy.lease_ttl,
+            BATCH,
+            include_parked,
+        )
+        .await?;
+        drop(conn);
+        let count = claimed.len();
+        for order_id in claimed {
+            let orders = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = orders.run_saga(&order_id, false).await {
+                    tracing::warn!(order.id = %order_id, error = %e, "resumed saga did not finish");
+                }
+            });
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,389 @@
+//! What clients and support staff see of orders and sagas, and the mapping
+//! between order rows and the saga's [`OrderProgress`].
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+
+use super::{Loaded, Orders, OrdersError};
+use crate::db::orders::{
+    self as orders_db, OrderEventRow, OrderFilter, OrderItemRow, OrderRow, ProgressColumns,
+    RefundRow, SagaColumns, SagaRow, SagaStepRow,
+};
+use crate::db::sagas as sagas_db;
+use crate::domain::order::{
+    CaptureMode, OpenRefund, OrderProgress, OrderStatus, PaymentStatus, RefundStatus, SagaState,
+    StepName, StockState,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemView {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub line_total: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentView {
+    pub provider: String,
+    pub authorized: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShippingView {
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub currency: String,
+    pub items: Vec<ItemView>,
+    pub total: i64,
+    pub payment: PaymentView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<ShippingView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderView {
+    pub fn new(row: OrderRow, items: Vec<OrderItemRow>) -> OrderView {
+        let shipping = (row.carrier.is_some() || row.tracking_number.is_some()).then(|| {
+            ShippingView {
+                carrier: row.carrier.clone(),
+                tracking_number: row.tracking_number.clone(),
+            }
+        });
+        OrderView {
+            items: items
+                .into_iter()
+                .map(|i| ItemView {
+                    sku: i.sku,
+                    name: i.name,
+                    quantity: i.quantity,
+                    unit_price: i.unit_price,
+                    line_total: i.line_total,
+                })
+                .collect(),
+            payment: PaymentView {
+                provider: row.payment_provider,
+                authorized: row.authorized,
+                captured: row.captured,
+                refunded: row.refunded,
+                status: row.payment_status,
+            },
+            shipping,
+            id: row.id,
+            user_id: row.user_id,
+            status: row.status,
+            currency: row.currency,
+            total: row.total,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundView {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub reason: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<RefundRow> for RefundView {
+    fn from(r: RefundRow) -> Self {
+        RefundView {
+            id: r.id,
+            order_id: r.order_id,
+            amount: r.amount,
+            reason: r.reason,
+            status: r.status,
+            created_at: r.created_at.and_utc(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderEventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub actor: String,
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<OrderEventRow> for OrderEventView {
+    fn from(r: OrderEventRow) -> Self {
+        OrderEventView {
+            id: r.id,
+            event_type: r.event_type,
+            from_status: r.from_status,
+            to_status: r.to_status,
+            actor: r.actor,
+            data: serde_json::from_str(&r.data).unwrap_or(serde_json::Value::Null),
+            created_at: r.created_at.and_utc(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepView {
+    pub name: String,
+    pub status: String,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorView {
+    pub live: bool,
+    pub mailbox_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SagaView {
+    pub order_id: String,
+    pub state: String,
+    pub current_step: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepView>,
+    pub compensations: Vec<StepView>,
+    pub actor: ActorView,
+}
+
+/// The saga's state as clients see it: `stuck` when running but not
+/// advanced for `sagas.stuck_after_s`.
+fn visible_state(saga: &SagaRow, stuck_before: NaiveDateTime) -> String {
+    if saga.state == SagaState::Running.as_str() && saga.updated_at < stuck_before {
+        "stuck".to_owned()
+    } else {
+        saga.state.clone()
+    }
+}
+
+fn step_view(s: SagaStepRow) -> StepView {
+    StepView {
+        duration_ms: s
+            .finished_at
+            .map(|f| (f - s.started_at).num_milliseconds().max(0)),
+        name: s.name,
+        status: s.status,
+        attempt: s.attempt,
+        started_at: s.started_at.and_utc(),
+        finished_at: s.finished_at.map(|f| f.and_utc()),
+        refund_id: (!s.ref_id.is_empty()).then_some(s.ref_id),
+        error: s.error,
+    }
+}
+
+fn parse<T>(value: &str, parse: fn(&str) -> Option<T>, column: &str) -> Result<T, OrdersError> {
+    parse(value).ok_or_else(|| {
+        OrdersError::Unavailable(format!("unreadable order column {column}: {value:?}"))
+    })
+}
+
+pub(super) fn progress_of(row: &OrderRow, refund: Option<&RefundRow>) -> Result<OrderProgress, OrdersError> {
+    let capture_mode = match row.capture_mode.as_str() {
+        "manual" => CaptureMode::Manual,
+        _ => CaptureMode::Automatic,
+    };
+    let open_refund = match refund {
+        Some(r) => Some(OpenRefund {
+            id: r.id.clone(),
+            amount: r.amount,
+            status: parse(&r.status, RefundStatus::parse, "refunds.status")?,
+            restock_pending: !r.restock_done,
+        }),
+        None => None,
+    };
+    Ok(OrderProgress {
+        status: parse(&row.status, OrderStatus::parse, "status")?,
+        payment: parse(&row.payment_status, PaymentStatus::parse, "payment_status")?,
+        stock: parse(&row.stock_state, StockState::parse, "stock_state")?,
+        capture_mode,
+        total: row.total,
+        authorized: row.authorized,
+        captured: row.captured,
+        refunded: row.refunded,
+        cancel_requested: row.cancel_requested,
+        capture_requested: row.capture_requested,
+        open_refund,
+        failed: false,
+    })
+}
+
+pub(super) fn progress_columns(p: &OrderProgress, now: NaiveDateTime) -> ProgressColumns {
+    ProgressColumns {
+        status: p.status.as_str().to_owned(),
+        payment_status: p.payment.as_str().to_owned(),
+        stock_state: p.stock.as_str().to_owned(),
+        authorized: p.authorized,
+        captured: p.captured,
+        refunded: p.refunded,
+        cancel_requested: p.cancel_requested,
+        capture_requested: p.capture_requested,
+        updated_at: now,
+    }
+}
+
+pub(super) fn saga_columns(
+    p: &OrderProgress,
+    current_step: Option<String>,
+    now: NaiveDateTime,
+) -> SagaColumns {
+    let state = p.saga_state();
+    SagaColumns {
+        state: state.as_str().to_owned(),
+        current_step,
+        parked: false,
+        updated_at: now,
+        finished_at: (state != SagaState::Running).then_some(now),
+    }
+}
+
+impl Orders {
+    pub(super) async fn load(&self, order_id: &str) -> Result<Option<Loaded>, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        let Some(row) = orders_db::find(&mut conn, order_id).await? else {
+            return Ok(None);
+        };
+        let refund = orders_db::open_refund(&mut conn, order_id).await?;
+        let mut progress = progress_of(&row, refund.as_ref())?;
+        if let Some(saga) = sagas_db::find(&mut conn, order_id).await? {
+            progress.failed = saga.state == SagaState::Failed.as_str();
+        }
+        Ok(Some(Loaded {
+            row,
+            progress,
+            refund,
+        }))
+    }
+
+    /// The order's owner, or `NotFound`.
+    pub async fn owner_of(&self, order_id: &str) -> Result<String, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        orders_db::find(&mut conn, order_id)
+            .await?
+            .map(|r| r.user_id)
+            .ok_or(OrdersError::NotFound)
+    }
+
+    pub async fn view(&self, order_id: &str) -> Result<OrderView, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        let row = orders_db::find(&mut conn, order_id)
+            .await?
+            .ok_or(OrdersError::NotFound)?;
+        let items = orders_db::items(&mut conn, order_id).await?;
+        Ok(OrderView::new(row, items))
+    }
+
+    pub async fn list(&self, filter: &OrderFilter, limit: i64) -> Result<Vec<OrderView>, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        let rows = orders_db::list(&mut conn, filter, limit).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut items = orders_db::items_of(&mut conn, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mine: Vec<OrderItemRow> = items
+                    .extract_if(.., |i| i.order_id == row.id)
+                    .collect();
+                OrderView::new(row, mine)
+            })
+            .collect())
+    }
+
+    pub async fn events(&self, order_id: &str) -> Result<Vec<OrderEventView>, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        Ok(orders_db::audit_trail(&mut conn, order_id)
+            .await?
+            .into_iter()
+            .map(OrderEventView::from)
+            .collect())
+    }
+
+    /// Details recorded with the order's rejection: the items short of stock.
+    pub async fn rejection_details(&self, order_id: &str) -> Result<serde_json::Value, OrdersError> {
+        let events = self.events(order_id).await?;
+        Ok(events
+            .into_iter()
+            .rev()
+            .find(|e| e.event_type == "order.rejected")
+            .map(|e| e.data)
+            .unwrap_or_else(|| serde_json::json!({"items": []})))
+    }
+
+    pub async fn saga(&self, order_id: &str) -> Result<SagaView, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        let saga = sagas_db::find(&mut conn, order_id)
+            .await?
+            .ok_or(OrdersError::NotFound)?;
+        let rows = sagas_db::steps(&mut conn, order_id).await?;
+        drop(conn);
+        let (compensations, steps): (Vec<_>, Vec<_>) = rows.into_iter().partition(|s| {
+            StepName::parse(&s.name).is_some_and(StepName::is_compensation)
+        });
+        let stuck_before = (Utc::now() - self.inner.policy.stuck_after).naive_utc();
+        Ok(SagaView {
+            state: visible_state(&saga, stuck_before),
+            order_id: saga.order_id,
+            current_step: saga.current_step,
+            started_at: saga.started_at.and_utc(),
+            updated_at: saga.updated_at.and_utc(),
+            finished_at: saga.finished_at.map(|f| f.and_utc()),
+            steps: steps.into_iter().map(step_view).collect(),
+            compensations: compensations.into_iter().map(step_view).collect(),
+            actor: ActorView {
+                live: self.inner.actors.is_live(order_id),
+                mailbox_len: self.inner.actors.mailbox_len(order_id),
+            },
+        })
+    }
+
+    /// Sagas by state (`stuck` included), newest first.
+    pub async fn sagas(
+        &self,
+        state: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SagaView>, OrdersError> {
+        let stuck_before = (Utc::now() - self.inner.policy.stuck_after).naive_utc();
+        let mut conn = self.inner.db.conn().await?;
+        let rows = match state {
+            Some("stuck") => sagas_db::list(&mut conn, None, Some(stuck_before), after, limit).await?,
+            other => sagas_db::list(&mut conn, other, None, after, limit).await?,
+        };
+        drop(conn);
+        let mut views = Vec::with_capacity(rows.len());
+        for row in rows {
+            views.push(self.saga(&row.order_id).await?);
+        }
+        // A running saga that is stuck is not listed as merely running.
+        if state == Some("running") {
+            views.retain(|v| v.state == "running");
+        }
+        Ok(views)
+    }
+}
