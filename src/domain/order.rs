@@ -424,7 +424,7 @@ impl OrderProgress {
                     });
                 }
             }
-            (Step::RefundPayment { refund_id, amount }, Outcome::Done) => {
+            (Step::RefundPayment { refund_id, .. }, Outcome::Done) => {
                 if let Some(r) = p.open_refund.as_mut().filter(|r| &r.id == refund_id) {
                     r.status = RefundStatus::Succeeded;
                     p.payment = if p.refunded >= p.captured {
@@ -433,7 +433,6 @@ impl OrderProgress {
                         PaymentStatus::PartiallyRefunded
                     };
                     events.push(public("order.refunded"));
-                    let _ = amount;
                     if !r.restock_pending {
                         p.open_refund = None;
                     }
@@ -529,7 +528,7 @@ impl OrderProgress {
             OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Delivered
         ) && matches!(
             self.payment,
-            PaymentStatus::Captured | PaymentStatus::PartiallyRefunded
+            PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
         ) && !self.cancel_requested
             && self.open_refund.is_none();
         if !refundable_status {

@@ -18,7 +18,7 @@ use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
 use crate::db::orders::{self as orders_db, ChangeError, StepFinish};
 use crate::db::outbox::NewOutboxRow;
 use crate::db::sagas as sagas_db;
-use crate::domain::order::{next_step, SagaState, Step};
+use crate::domain::order::{next_step, Outcome, SagaState, Step};
 
 /// How a run of the saga ended in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,9 +166,15 @@ impl Orders {
             let mut change = self.change_for(base, now);
             self.set_progress(&mut change, &applied.progress, now);
             change.saga.current_step = step.name().map(|n| n.as_str().to_owned());
+            // A business refusal (decline, no stock) is a step that failed;
+            // its compensations follow.
+            let status = match result.outcome {
+                Outcome::Done | Outcome::RefundOpened(_) => "succeeded",
+                _ => "failed",
+            };
             change.step = step_id.clone().map(|id| StepFinish {
                 step_id: id,
-                status: "succeeded",
+                status,
                 error: result.note.clone(),
             });
             change.payment_ref = result.payment_ref.clone();

@@ -216,6 +216,7 @@ impl Orders {
         }
         self.release_all(items, order).await?;
         let mut result = StepResult::of(Outcome::OutOfStock);
+        result.note = Some("out of stock".to_owned());
         result.data = json!({ "items": short });
         Ok(result)
     }

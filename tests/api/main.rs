@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod cache;
 mod catalog;
+mod checkout;
 mod crash;
 mod errors;
 mod inventory;

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub address: String,
     pub backend: Backend,
     pub client: reqwest::Client,
+    /// The sandbox payment provider of this engine: its ledger of charges.
+    pub sandbox: std::sync::Arc<orderflow::payments::sandbox::SandboxProvider>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
     // Dropped after the server has stopped (see Drop).
@@ -131,7 +133,7 @@ impl TestApp {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(settings).await {
                     Ok(app) => {
-                        let _ = tx.send(Ok((app.address(), app.handle())));
+                        let _ = tx.send(Ok((app.address(), app.handle(), app.sandbox())));
                         if let Err(e) = app.run_until_stopped().await {
                             eprintln!("test app stopped with an error: {e}");
                         }
@@ -142,13 +144,14 @@ impl TestApp {
                 }
             });
         });
-        let (address, handle) = rx
+        let (address, handle, sandbox) = rx
             .await
             .expect("the app thread died while starting")
             .unwrap_or_else(|e| panic!("the app failed to start: {e:#}"));
         TestApp {
             address,
             backend,
+            sandbox: sandbox.expect("tests run with the sandbox payment provider"),
             client: http_client(),
             handle,
             thread: Some(thread),

@@ -6,6 +6,7 @@ pub mod app;
 pub mod backends;
 pub mod process;
 pub mod proxy;
+pub mod shop;
 
 pub use app::TestApp;
 pub use backends::Backend;
