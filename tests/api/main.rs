@@ -13,6 +13,7 @@ mod errors;
 mod inventory;
 mod inventory_store;
 mod ops;
+mod order_lifecycle;
 mod paypal;
 mod processes;
 mod stoq;
