@@ -51,6 +51,12 @@ pub async fn begin_step(
 ) -> QueryResult<(String, i32)> {
     with_conn!(conn, |c| {
         c.transaction(async |c| {
+            // Write first: on SQLite a transaction that reads before it
+            // writes cannot upgrade if another writer committed meanwhile.
+            diesel::update(sagas::table.find(order_id))
+                .set((sagas::current_step.eq(name), sagas::updated_at.eq(now)))
+                .execute(c)
+                .await?;
             let existing: Option<(String, i32)> = saga_steps::table
                 .filter(saga_steps::order_id.eq(order_id))
                 .filter(saga_steps::name.eq(name))
@@ -91,13 +97,6 @@ pub async fn begin_step(
                     (row.id, 1)
                 }
             };
-            diesel::update(sagas::table.find(order_id))
-                .set((
-                    sagas::current_step.eq(name),
-                    sagas::updated_at.eq(now),
-                ))
-                .execute(c)
-                .await?;
             Ok(result)
         })
         .await
@@ -269,13 +268,13 @@ pub async fn claim_orphans(
             })
             .await
         }
+        // SQLite: no transaction around the scan (it could not upgrade to a
+        // write if another writer committed meanwhile); each take is a
+        // guarded UPDATE of its own, which is enough with one writer at a time.
         DbConn::Sqlite(pooled) => {
             let c: &mut super::SqliteConn = &mut *pooled;
-            c.transaction(async |c| {
-                let ids = candidates!().load(c).await?;
-                take!(c, ids)
-            })
-            .await
+            let ids = candidates!().load(c).await?;
+            take!(c, ids)
         }
     }
 }

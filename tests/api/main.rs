@@ -8,6 +8,7 @@ mod auth;
 mod cache;
 mod catalog;
 mod checkout;
+mod checkout_load;
 mod crash;
 mod errors;
 mod inventory;
