@@ -140,7 +140,11 @@ impl Carts {
         }
     }
 
-    pub async fn create(&self, user: Uuid, currency: Option<Currency>) -> Result<CartView, OrdersError> {
+    pub async fn create(
+        &self,
+        user: Uuid,
+        currency: Option<Currency>,
+    ) -> Result<CartView, OrdersError> {
         let now = Utc::now().naive_utc();
         let row = CartRow {
             id: Uuid::now_v7().to_string(),
@@ -163,7 +167,12 @@ impl Carts {
     }
 
     /// The cart, if `user` owns it (or `admin`).
-    pub async fn get(&self, user: Uuid, admin: bool, cart_id: &str) -> Result<CartView, OrdersError> {
+    pub async fn get(
+        &self,
+        user: Uuid,
+        admin: bool,
+        cart_id: &str,
+    ) -> Result<CartView, OrdersError> {
         self.run(cart_id, move |this, state, id| async move {
             match this.loaded(state, &id).await {
                 Ok(cart) if admin || cart.row.user_id == user.to_string() => {
@@ -317,7 +326,11 @@ impl Carts {
                             Some(LineInput {
                                 sku: Sku::parse(&i.sku).ok()?,
                                 quantity: i.quantity,
-                                priced: Some((i.name.clone(), i.unit_price, cart.row.currency.clone())),
+                                priced: Some((
+                                    i.name.clone(),
+                                    i.unit_price,
+                                    cart.row.currency.clone(),
+                                )),
                             })
                         })
                         .collect(),
@@ -338,7 +351,8 @@ impl Carts {
                     // Changed or checked out elsewhere: reload and say which.
                     Err(OrdersError::Conflict(m)) => match this.loaded(None, &id).await {
                         Ok(fresh) => {
-                            let result = check_open(&fresh, user).and(Err(OrdersError::Conflict(m)));
+                            let result =
+                                check_open(&fresh, user).and(Err(OrdersError::Conflict(m)));
                             (Some(fresh), result)
                         }
                         Err(e) => (None, Err(e)),
@@ -354,7 +368,9 @@ impl Carts {
     async fn check_still_on_sale(&self, cart: &LoadedCart) -> Result<(), OrdersError> {
         let mut errors = Vec::new();
         for item in &cart.items {
-            let Ok(sku) = Sku::parse(&item.sku) else { continue };
+            let Ok(sku) = Sku::parse(&item.sku) else {
+                continue;
+            };
             match self.inner.catalog.get(&sku).await {
                 Ok(Some(p)) if p.active => {}
                 Ok(_) => errors.push(FieldError::new(

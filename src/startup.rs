@@ -29,9 +29,9 @@ use crate::http::errors::envelope_fallback;
 use crate::http::extract::BodyLimit;
 use crate::http::integrations::StoqSecret;
 use crate::http::orders::CheckoutWait;
+use crate::http::request_telemetry::RequestTelemetry;
 use crate::orders::Orders;
 use crate::payments::Payments;
-use crate::http::request_telemetry::RequestTelemetry;
 use crate::redis_conn::RedisConn;
 use crate::telemetry;
 

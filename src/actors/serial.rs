@@ -73,12 +73,10 @@ impl<S: Default + Send + Unpin + 'static> Handler<Run<S>> for SerialActor<S> {
         let state = self.state.take().unwrap_or_default();
         let job = (message.job)(state);
         // Atomic: no other message (and no idle check) runs until it is done.
-        AtomicResponse::new(Box::pin(job.into_actor(self).map(
-            |state, actor, _ctx| {
-                actor.state = Some(state);
-                actor.last_activity = Instant::now();
-            },
-        )))
+        AtomicResponse::new(Box::pin(job.into_actor(self).map(|state, actor, _ctx| {
+            actor.state = Some(state);
+            actor.last_activity = Instant::now();
+        })))
     }
 }
 

@@ -69,7 +69,9 @@ pub async fn load(conn: &mut DbConn, id: &str) -> QueryResult<Option<(CartRow, V
 pub enum LineWrite {
     /// Insert or replace the line.
     Put(CartItemRow),
-    Delete { sku: String },
+    Delete {
+        sku: String,
+    },
 }
 
 /// Applies one line change if the cart is still open at `version`; returns

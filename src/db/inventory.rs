@@ -366,6 +366,10 @@ pub async fn movement_exists(
         if let Some(note) = note {
             query = query.filter(inventory_movements::note.eq(note));
         }
-        query.first::<String>(c).await.optional().map(|m| m.is_some())
+        query
+            .first::<String>(c)
+            .await
+            .optional()
+            .map(|m| m.is_some())
     })
 }

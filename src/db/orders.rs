@@ -459,7 +459,11 @@ pub struct OrderFilter {
 }
 
 /// Orders newest first (ids are UUIDv7, so id order is creation order).
-pub async fn list(conn: &mut DbConn, filter: &OrderFilter, limit: i64) -> QueryResult<Vec<OrderRow>> {
+pub async fn list(
+    conn: &mut DbConn,
+    filter: &OrderFilter,
+    limit: i64,
+) -> QueryResult<Vec<OrderRow>> {
     with_conn!(conn, |c| {
         let mut query = orders::table
             .select(OrderRow::as_select())

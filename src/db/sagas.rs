@@ -155,14 +155,12 @@ pub async fn claim(
     unpark: bool,
 ) -> QueryResult<bool> {
     with_conn!(conn, |c| {
-        let target = sagas::table
-            .filter(sagas::order_id.eq(order_id))
-            .filter(
-                sagas::lease_owner
-                    .is_null()
-                    .or(sagas::lease_owner.eq(owner))
-                    .or(sagas::lease_expires_at.lt(now)),
-            );
+        let target = sagas::table.filter(sagas::order_id.eq(order_id)).filter(
+            sagas::lease_owner
+                .is_null()
+                .or(sagas::lease_owner.eq(owner))
+                .or(sagas::lease_expires_at.lt(now)),
+        );
         let updated = if unpark {
             diesel::update(target)
                 .set((

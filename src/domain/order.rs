@@ -184,11 +184,18 @@ pub enum Step {
     ReleaseInventory,
     VoidPayment,
     /// Return the money of the open refund.
-    RefundPayment { refund_id: String, amount: i64 },
+    RefundPayment {
+        refund_id: String,
+        amount: i64,
+    },
     /// Put items back: those of the open refund, or (cancel) all not yet back.
-    RestockInventory { refund_id: Option<String> },
+    RestockInventory {
+        refund_id: Option<String>,
+    },
     /// Cancelling a captured order: open a refund of what is left.
-    OpenCancelRefund { amount: i64 },
+    OpenCancelRefund {
+        amount: i64,
+    },
     /// All compensations done: the order is `cancelled`.
     FinishCancel,
 }
@@ -413,16 +420,16 @@ impl OrderProgress {
                 // A refused void still ends the authorization: it lapses.
                 p.payment = PaymentStatus::Voided;
             }
-            (Step::OpenCancelRefund { amount }, Outcome::RefundOpened(id)) => {
-                if *amount > 0 && *amount <= p.refundable() {
-                    p.refunded += amount;
-                    p.open_refund = Some(OpenRefund {
-                        id: id.clone(),
-                        amount: *amount,
-                        status: RefundStatus::Pending,
-                        restock_pending: false,
-                    });
-                }
+            (Step::OpenCancelRefund { amount }, Outcome::RefundOpened(id))
+                if *amount > 0 && *amount <= p.refundable() =>
+            {
+                p.refunded += amount;
+                p.open_refund = Some(OpenRefund {
+                    id: id.clone(),
+                    amount: *amount,
+                    status: RefundStatus::Pending,
+                    restock_pending: false,
+                });
             }
             (Step::RefundPayment { refund_id, .. }, Outcome::Done) => {
                 if let Some(r) = p.open_refund.as_mut().filter(|r| &r.id == refund_id) {
@@ -438,21 +445,24 @@ impl OrderProgress {
                     }
                 }
             }
-            (Step::RefundPayment { refund_id, amount }, Outcome::Refused) => {
-                if p.open_refund.as_ref().is_some_and(|r| &r.id == refund_id) {
-                    p.refunded -= amount;
-                    p.open_refund = None;
-                    events.push(audit("refund.failed"));
-                    if p.cancel_requested {
-                        // The money cannot be returned: a person must look.
-                        p.failed = true;
-                    }
+            (Step::RefundPayment { refund_id, amount }, Outcome::Refused)
+                if p.open_refund.as_ref().is_some_and(|r| &r.id == refund_id) =>
+            {
+                p.refunded -= amount;
+                p.open_refund = None;
+                events.push(audit("refund.failed"));
+                if p.cancel_requested {
+                    // The money cannot be returned: a person must look.
+                    p.failed = true;
                 }
             }
-            (Step::RestockInventory { refund_id: Some(id) }, Outcome::Done) => {
-                if p.open_refund.as_ref().is_some_and(|r| &r.id == id) {
-                    p.open_refund = None;
-                }
+            (
+                Step::RestockInventory {
+                    refund_id: Some(id),
+                },
+                Outcome::Done,
+            ) if p.open_refund.as_ref().is_some_and(|r| &r.id == id) => {
+                p.open_refund = None;
             }
             (Step::RestockInventory { refund_id: None }, Outcome::Done) => {
                 p.stock = StockState::Released;

@@ -85,7 +85,9 @@ pub async fn add_item(
         (Ok(s), Ok(q)) => (s, q),
         (s, q) => return Err(ApiError::validation(s.err().into_iter().chain(q.err()))),
     };
-    let cart = carts.change(user.id, &id, LineChange::Add(sku, quantity)).await?;
+    let cart = carts
+        .change(user.id, &id, LineChange::Add(sku, quantity))
+        .await?;
     Ok(HttpResponse::Ok().json(cart))
 }
 

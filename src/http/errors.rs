@@ -330,57 +330,6 @@ pub fn envelope_fallback<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorH
     Ok(ErrorHandlerResponse::Response(res))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::body::MessageBody;
-
-    fn body_of(e: ApiError) -> (StatusCode, Value, Option<String>) {
-        let res = e.error_response();
-        let status = res.status();
-        let retry = res
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let bytes = res.into_body().try_into_bytes().unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap(), retry)
-    }
-
-    #[test]
-    fn internal_errors_hide_their_cause() {
-        let (status, body, _) =
-            body_of(ApiError::Internal(anyhow::anyhow!("SELECT * FROM secret")));
-        assert_eq!(status, 500);
-        assert_eq!(body["error"]["code"], "internal_error");
-        assert!(!body.to_string().contains("SELECT"));
-    }
-
-    #[test]
-    fn validation_lists_fields() {
-        let (status, body, _) = body_of(ApiError::validation([FieldError::new("email", "bad")]));
-        assert_eq!(status, 422);
-        assert_eq!(body["error"]["details"]["fields"]["email"], "bad");
-    }
-
-    #[test]
-    fn rate_limited_rounds_retry_after_up() {
-        let (status, body, retry) = body_of(ApiError::RateLimited {
-            retry_after: Duration::from_millis(1500),
-        });
-        assert_eq!(status, 429);
-        assert_eq!(retry.as_deref(), Some("2"));
-        assert_eq!(body["error"]["details"]["retry_after_s"], 2);
-    }
-
-    #[test]
-    fn overload_says_when_to_retry() {
-        let (status, body, retry) = body_of(ApiError::Overloaded);
-        assert_eq!(status, 503);
-        assert_eq!(body["error"]["code"], "overloaded");
-        assert_eq!(retry.as_deref(), Some("1"));
-    }
-}
-
 impl From<crate::orders::OrdersError> for ApiError {
     fn from(e: crate::orders::OrdersError) -> Self {
         use crate::orders::OrdersError;
@@ -435,5 +384,56 @@ pub fn payment_declined(details: Value) -> ApiError {
         code: "payment_declined",
         message: "the payment was declined".to_owned(),
         details,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(e: ApiError) -> (StatusCode, Value, Option<String>) {
+        let res = e.error_response();
+        let status = res.status();
+        let retry = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = res.into_body().try_into_bytes().unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap(), retry)
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let (status, body, _) =
+            body_of(ApiError::Internal(anyhow::anyhow!("SELECT * FROM secret")));
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("SELECT"));
+    }
+
+    #[test]
+    fn validation_lists_fields() {
+        let (status, body, _) = body_of(ApiError::validation([FieldError::new("email", "bad")]));
+        assert_eq!(status, 422);
+        assert_eq!(body["error"]["details"]["fields"]["email"], "bad");
+    }
+
+    #[test]
+    fn rate_limited_rounds_retry_after_up() {
+        let (status, body, retry) = body_of(ApiError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status, 429);
+        assert_eq!(retry.as_deref(), Some("2"));
+        assert_eq!(body["error"]["details"]["retry_after_s"], 2);
+    }
+
+    #[test]
+    fn overload_says_when_to_retry() {
+        let (status, body, retry) = body_of(ApiError::Overloaded);
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["code"], "overloaded");
+        assert_eq!(retry.as_deref(), Some("1"));
     }
 }

@@ -119,7 +119,10 @@ pub async fn respond_with_saga(
         .headers()
         .get_all("Prefer")
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("respond-async")));
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+        });
     let run = {
         let (orders, id) = (orders.clone(), order_id.to_owned());
         tokio::spawn(async move { orders.run_saga(&id, false).await })
@@ -265,7 +268,12 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(json!({ "items": orders.events(&id).await?, "next_cursor": null })))
 }
 
-async fn run(orders: &Orders, id: &str, actor: Actor, command: Command) -> Result<HttpResponse, ApiError> {
+async fn run(
+    orders: &Orders,
+    id: &str,
+    actor: Actor,
+    command: Command,
+) -> Result<HttpResponse, ApiError> {
     match orders.command(id, actor, command).await? {
         CommandResult::Order(view) => Ok(HttpResponse::Ok().json(view)),
         CommandResult::Refund(refund) => Ok(HttpResponse::Created()
@@ -303,8 +311,15 @@ pub async fn cancel(
 
 fn optional_text(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
     match value.map(|v| v.trim().to_owned()) {
-        Some(v) if v.is_empty() || v.chars().count() > TEXT_MAX_CHARS || v.chars().any(char::is_control) => {
-            Err(ApiError::field(field, format!("must be 1-{TEXT_MAX_CHARS} characters")))
+        Some(v)
+            if v.is_empty()
+                || v.chars().count() > TEXT_MAX_CHARS
+                || v.chars().any(char::is_control) =>
+        {
+            Err(ApiError::field(
+                field,
+                format!("must be 1-{TEXT_MAX_CHARS} characters"),
+            ))
         }
         other => Ok(other),
     }

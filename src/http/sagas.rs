@@ -51,7 +51,11 @@ pub async fn list(
         }
     }
     let items = orders
-        .sagas(query.state.as_deref(), after.as_deref(), page.fetch_limit()?)
+        .sagas(
+            query.state.as_deref(),
+            after.as_deref(),
+            page.fetch_limit()?,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |s| s.order_id.clone())))
 }

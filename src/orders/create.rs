@@ -7,7 +7,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{audit_row, event_payload, Actor, Orders, OrdersError};
-use crate::db::orders::{self as orders_db, CreateError, NewOrder, OrderItemRow, OrderRow, SagaRow};
+use crate::db::orders::{
+    self as orders_db, CreateError, NewOrder, OrderItemRow, OrderRow, SagaRow,
+};
 use crate::db::outbox::NewOutboxRow;
 use crate::domain::inventory::Sku;
 use crate::domain::order::{order_total, OrderStatus, MAX_LINES};

@@ -32,7 +32,11 @@ pub enum DriveEnd {
 }
 
 impl Orders {
-    pub(super) async fn drive(&self, order_id: &str, unpark: bool) -> Result<DriveEnd, OrdersError> {
+    pub(super) async fn drive(
+        &self,
+        order_id: &str,
+        unpark: bool,
+    ) -> Result<DriveEnd, OrdersError> {
         if !self.claim(order_id, unpark).await? {
             return Ok(DriveEnd::NotOwner);
         }
@@ -72,7 +76,11 @@ impl Orders {
 
     /// Runs one step to an outcome, retrying transient failures. `None`
     /// means the outcome is recorded and the saga goes on.
-    async fn run_step(&self, loaded: &Loaded, step: &Step) -> Result<Option<DriveEnd>, OrdersError> {
+    async fn run_step(
+        &self,
+        loaded: &Loaded,
+        step: &Step,
+    ) -> Result<Option<DriveEnd>, OrdersError> {
         let order_id = loaded.row.id.as_str();
         let name = step.name();
         let ref_id = match step {
@@ -97,9 +105,15 @@ impl Orders {
                         "step"
                     };
                     let mut conn = self.inner.db.conn().await?;
-                    let (id, attempt) =
-                        sagas_db::begin_step(&mut conn, order_id, name.as_str(), kind, &ref_id, now)
-                            .await?;
+                    let (id, attempt) = sagas_db::begin_step(
+                        &mut conn,
+                        order_id,
+                        name.as_str(),
+                        kind,
+                        &ref_id,
+                        now,
+                    )
+                    .await?;
                     (Some(id), attempt)
                 }
                 None => (None, 1),

@@ -291,7 +291,8 @@ impl Orders {
                     reason,
                     restock,
                 } => {
-                    let items = orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
+                    let items =
+                        orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
                     validate_restock(&items, restock)?;
                     let id = Uuid::now_v7().to_string();
                     let next = progress.request_refund(id.clone(), *amount, !restock.is_empty())?;
@@ -354,7 +355,11 @@ impl Orders {
                 Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
             }
         }
-        tracing::info!(order.id = order_id, command = command.name(), "order command applied");
+        tracing::info!(
+            order.id = order_id,
+            command = command.name(),
+            "order command applied"
+        );
         // Give the saga its work (compensations, capture, the refund).
         self.drive(order_id, false).await?;
         match refund_id {
@@ -414,15 +419,14 @@ fn validate_restock(
                 "restock",
                 format!("{sku} is not an item of this order"),
             )),
-            Some(item) if *quantity < 1 || *quantity > item.quantity - item.restocked => {
-                errors.push(FieldError::new(
+            Some(item) if *quantity < 1 || *quantity > item.quantity - item.restocked => errors
+                .push(FieldError::new(
                     "restock",
                     format!(
                         "quantity of {sku} must be between 1 and {}",
                         item.quantity - item.restocked
                     ),
-                ))
-            }
+                )),
             _ => {}
         }
         if !seen.insert(sku) {

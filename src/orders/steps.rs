@@ -91,21 +91,32 @@ impl Orders {
             }
             Step::AuthorizePayment => {
                 let key = format!("{order_id}:authorize");
-                let request = self.request(loaded, Operation::Authorize, key, loaded.row.total, None);
+                let request =
+                    self.request(loaded, Operation::Authorize, key, loaded.row.total, None);
                 self.pay(&request, attempt).await
             }
             Step::CapturePayment => {
                 let key = format!("{order_id}:capture");
                 let reference = loaded.row.payment_ref.clone();
-                let request =
-                    self.request(loaded, Operation::Capture, key, loaded.progress.authorized, reference);
+                let request = self.request(
+                    loaded,
+                    Operation::Capture,
+                    key,
+                    loaded.progress.authorized,
+                    reference,
+                );
                 self.pay(&request, attempt).await
             }
             Step::VoidPayment => {
                 let key = format!("{order_id}:void");
                 let reference = loaded.row.payment_ref.clone();
-                let request =
-                    self.request(loaded, Operation::Void, key, loaded.progress.authorized, reference);
+                let request = self.request(
+                    loaded,
+                    Operation::Void,
+                    key,
+                    loaded.progress.authorized,
+                    reference,
+                );
                 let mut result = self.pay(&request, attempt).await?;
                 if result.outcome == Outcome::Declined {
                     result.outcome = Outcome::Refused;
@@ -131,7 +142,9 @@ impl Orders {
                 }
                 Ok(result)
             }
-            Step::RestockInventory { refund_id: Some(id) } => {
+            Step::RestockInventory {
+                refund_id: Some(id),
+            } => {
                 let lines: Vec<(String, i64)> = loaded
                     .refund
                     .as_ref()
@@ -197,7 +210,12 @@ impl Orders {
                 }
                 continue;
             }
-            match self.inner.inventory.reserve(&sku, order, item.quantity).await {
+            match self
+                .inner
+                .inventory
+                .reserve(&sku, order, item.quantity)
+                .await
+            {
                 Ok(_) => {}
                 Err(InventoryError::OutOfStock {
                     requested,
@@ -248,7 +266,12 @@ impl Orders {
             if self.committed(&item.sku, &order_id).await? {
                 continue;
             }
-            match self.inner.inventory.reserve(&sku, order, item.quantity).await {
+            match self
+                .inner
+                .inventory
+                .reserve(&sku, order, item.quantity)
+                .await
+            {
                 Ok(_) => {
                     self.inner
                         .inventory
@@ -286,7 +309,8 @@ impl Orders {
     /// Restocks once per `note`: a restock found in the ledger is not repeated.
     async fn restock_once(&self, sku: &str, quantity: i64, note: &str) -> Result<(), StepError> {
         let mut conn = self.inner.db.conn().await?;
-        let done = inventory_db::movement_exists(&mut conn, sku, "restock", None, Some(note)).await?;
+        let done =
+            inventory_db::movement_exists(&mut conn, sku, "restock", None, Some(note)).await?;
         drop(conn);
         if done {
             return Ok(());
@@ -331,7 +355,10 @@ impl Orders {
         let outcome = match found {
             Some(result) => result,
             None => {
-                let call = tokio::time::timeout(self.inner.policy.payment_timeout, provider.execute(request));
+                let call = tokio::time::timeout(
+                    self.inner.policy.payment_timeout,
+                    provider.execute(request),
+                );
                 match call.await.unwrap_or(Err(PaymentError::Timeout)) {
                     Ok(result) => result,
                     Err(PaymentError::Timeout) => match self.lookup(request).await? {
@@ -401,6 +428,11 @@ fn parse_restock(raw: &str) -> Vec<(String, i64)> {
     serde_json::from_str::<Vec<Value>>(raw)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|v| Some((v.get("sku")?.as_str()?.to_owned(), v.get("quantity")?.as_i64()?)))
+        .filter_map(|v| {
+            Some((
+                v.get("sku")?.as_str()?.to_owned(),
+                v.get("quantity")?.as_i64()?,
+            ))
+        })
         .collect()
 }

@@ -56,12 +56,11 @@ pub struct OrderView {
 
 impl OrderView {
     pub fn new(row: OrderRow, items: Vec<OrderItemRow>) -> OrderView {
-        let shipping = (row.carrier.is_some() || row.tracking_number.is_some()).then(|| {
-            ShippingView {
+        let shipping =
+            (row.carrier.is_some() || row.tracking_number.is_some()).then(|| ShippingView {
                 carrier: row.carrier.clone(),
                 tracking_number: row.tracking_number.clone(),
-            }
-        });
+            });
         OrderView {
             items: items
                 .into_iter()
@@ -204,7 +203,10 @@ fn parse<T>(value: &str, parse: fn(&str) -> Option<T>, column: &str) -> Result<T
     })
 }
 
-pub(super) fn progress_of(row: &OrderRow, refund: Option<&RefundRow>) -> Result<OrderProgress, OrdersError> {
+pub(super) fn progress_of(
+    row: &OrderRow,
+    refund: Option<&RefundRow>,
+) -> Result<OrderProgress, OrdersError> {
     let capture_mode = match row.capture_mode.as_str() {
         "manual" => CaptureMode::Manual,
         _ => CaptureMode::Automatic,
@@ -299,17 +301,23 @@ impl Orders {
         Ok(OrderView::new(row, items))
     }
 
-    pub async fn list(&self, filter: &OrderFilter, limit: i64) -> Result<Vec<OrderView>, OrdersError> {
+    pub async fn list(
+        &self,
+        filter: &OrderFilter,
+        limit: i64,
+    ) -> Result<Vec<OrderView>, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
         let rows = orders_db::list(&mut conn, filter, limit).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let mut items = orders_db::items_of(&mut conn, &ids).await?;
+        let mut items: std::collections::HashMap<String, Vec<OrderItemRow>> =
+            std::collections::HashMap::new();
+        for item in orders_db::items_of(&mut conn, &ids).await? {
+            items.entry(item.order_id.clone()).or_default().push(item);
+        }
         Ok(rows
             .into_iter()
             .map(|row| {
-                let mine: Vec<OrderItemRow> = items
-                    .extract_if(.., |i| i.order_id == row.id)
-                    .collect();
+                let mine = items.remove(&row.id).unwrap_or_default();
                 OrderView::new(row, mine)
             })
             .collect())
@@ -325,7 +333,10 @@ impl Orders {
     }
 
     /// Details recorded with the order's rejection: the items short of stock.
-    pub async fn rejection_details(&self, order_id: &str) -> Result<serde_json::Value, OrdersError> {
+    pub async fn rejection_details(
+        &self,
+        order_id: &str,
+    ) -> Result<serde_json::Value, OrdersError> {
         let events = self.events(order_id).await?;
         Ok(events
             .into_iter()
@@ -342,9 +353,9 @@ impl Orders {
             .ok_or(OrdersError::NotFound)?;
         let rows = sagas_db::steps(&mut conn, order_id).await?;
         drop(conn);
-        let (compensations, steps): (Vec<_>, Vec<_>) = rows.into_iter().partition(|s| {
-            StepName::parse(&s.name).is_some_and(StepName::is_compensation)
-        });
+        let (compensations, steps): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|s| StepName::parse(&s.name).is_some_and(StepName::is_compensation));
         let stuck_before = (Utc::now() - self.inner.policy.stuck_after).naive_utc();
         Ok(SagaView {
             state: visible_state(&saga, stuck_before),
@@ -372,7 +383,9 @@ impl Orders {
         let stuck_before = (Utc::now() - self.inner.policy.stuck_after).naive_utc();
         let mut conn = self.inner.db.conn().await?;
         let rows = match state {
-            Some("stuck") => sagas_db::list(&mut conn, None, Some(stuck_before), after, limit).await?,
+            Some("stuck") => {
+                sagas_db::list(&mut conn, None, Some(stuck_before), after, limit).await?
+            }
             other => sagas_db::list(&mut conn, other, None, after, limit).await?,
         };
         drop(conn);

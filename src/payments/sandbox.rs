@@ -210,7 +210,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn request(op: Operation, key: &str, token: &str, amount: i64, reference: Option<&str>) -> PaymentRequest {
+    fn request(
+        op: Operation,
+        key: &str,
+        token: &str,
+        amount: i64,
+        reference: Option<&str>,
+    ) -> PaymentRequest {
         PaymentRequest {
             operation: op,
             idempotency_key: key.to_owned(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::support::app::{http_client, read, test_settings, Reply, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD};
+use crate::support::app::{
+    http_client, read, test_settings, Reply, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD,
+};
 use crate::support::backends::TestDatabase;
 use crate::support::process::{eventually, orderflow_command, EngineProcess};
 use crate::support::shop::order_id_of;
@@ -41,12 +43,16 @@ fn tally(replies: Vec<Reply>) -> Tally {
 
 /// Stock conservation from the ledger, and nothing left reserved.
 async fn assert_stock_conserved(db: &orderflow::db::Database, sold: i64) {
-    let state = orderflow::actors::sku_batch::load(db, HOT).await.expect("stock");
+    let state = orderflow::actors::sku_batch::load(db, HOT)
+        .await
+        .expect("stock");
     let levels = state.stock.levels();
     assert_eq!((levels.on_hand, levels.reserved), (STOCK - sold, 0));
     let mut conn = db.conn().await.unwrap();
     assert_eq!(
-        orderflow::db::inventory::ledger_totals(&mut conn, HOT).await.unwrap(),
+        orderflow::db::inventory::ledger_totals(&mut conn, HOT)
+            .await
+            .unwrap(),
         (STOCK - sold, 0),
         "the ledger agrees with the counters"
     );
@@ -67,11 +73,21 @@ async fn flash_sale_through_checkout(backend: Backend) {
             carts.push((token.clone(), app.cart_with(&token, &[(HOT, 1)]).await));
         }
     }
-    let rush = carts.iter().map(|(token, cart)| app.checkout(token, cart, "tok_ok"));
+    let rush = carts
+        .iter()
+        .map(|(token, cart)| app.checkout(token, cart, "tok_ok"));
     let t = tally(futures_util::future::join_all(rush).await);
-    assert!(t.other.is_empty(), "only paid or out_of_stock, {} others, first: {:?}", t.other.len(), t.other.first());
+    assert!(
+        t.other.is_empty(),
+        "only paid or out_of_stock, {} others, first: {:?}",
+        t.other.len(),
+        t.other.first()
+    );
     assert_eq!(t.paid.len() as i64, STOCK, "every unit sold, none twice");
-    assert_eq!(t.out_of_stock, CUSTOMERS * CHECKOUTS_PER_CUSTOMER - STOCK as usize);
+    assert_eq!(
+        t.out_of_stock,
+        CUSTOMERS * CHECKOUTS_PER_CUSTOMER - STOCK as usize
+    );
     for order in &t.paid {
         assert_eq!(app.sandbox.charges(order), 1);
     }
@@ -110,18 +126,37 @@ async fn token_of(reply: Reply) -> String {
 }
 
 /// Registers customers on `engine` and gives each `per_customer` carts of one HOT unit.
-async fn customers_with_carts(client: &reqwest::Client, engine: &EngineProcess, customers: usize, per_customer: usize) -> Vec<(String, String)> {
+async fn customers_with_carts(
+    client: &reqwest::Client,
+    engine: &EngineProcess,
+    customers: usize,
+    per_customer: usize,
+) -> Vec<(String, String)> {
     let mut carts = Vec::new();
     for n in 0..customers {
         let email = format!("buyer-{n}-{}@example.com", uuid::Uuid::new_v4().simple());
-        let token = token_of(call(client, engine.url("/api/v1/auth/register"), json!({"email": email, "password": PASSWORD, "name": "Buyer"}), None).await).await;
+        let token = token_of(
+            call(
+                client,
+                engine.url("/api/v1/auth/register"),
+                json!({"email": email, "password": PASSWORD, "name": "Buyer"}),
+                None,
+            )
+            .await,
+        )
+        .await;
         for _ in 0..per_customer {
             let cart = call(client, engine.url("/api/v1/carts"), json!({}), Some(&token)).await;
             cart.assert_status(201);
             let id = cart.body["id"].as_str().unwrap().to_owned();
-            call(client, engine.url(&format!("/api/v1/carts/{id}/items")), json!({"sku": HOT, "quantity": 1}), Some(&token))
-                .await
-                .assert_status(200);
+            call(
+                client,
+                engine.url(&format!("/api/v1/carts/{id}/items")),
+                json!({"sku": HOT, "quantity": 1}),
+                Some(&token),
+            )
+            .await
+            .assert_status(200);
             carts.push((token.clone(), id));
         }
     }
@@ -129,7 +164,16 @@ async fn customers_with_carts(client: &reqwest::Client, engine: &EngineProcess, 
 }
 
 async fn setup_product(client: &reqwest::Client, engine: &EngineProcess, stock: i64) -> String {
-    let admin = token_of(call(client, engine.url("/api/v1/auth/login"), json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}), None).await).await;
+    let admin = token_of(
+        call(
+            client,
+            engine.url("/api/v1/auth/login"),
+            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            None,
+        )
+        .await,
+    )
+    .await;
     call(client, engine.url("/api/v1/products"), json!({"sku": HOT, "name": "Flash", "price": 4900, "currency": "USD", "initial_stock": stock}), Some(&admin))
         .await
         .assert_status(201);
@@ -154,16 +198,28 @@ async fn two_engine_processes_sell_each_unit_once_through_checkout() {
     // Half the checkouts go to each process, all at once.
     let rush = carts.iter().enumerate().map(|(n, (token, cart))| {
         let target = if n % 2 == 0 { &first } else { &second };
-        call(&client, target.url(&format!("/api/v1/carts/{cart}/checkout")), json!({"payment": {"token": "tok_ok"}}), Some(token))
+        call(
+            &client,
+            target.url(&format!("/api/v1/carts/{cart}/checkout")),
+            json!({"payment": {"token": "tok_ok"}}),
+            Some(token),
+        )
     });
     let t = tally(futures_util::future::join_all(rush).await);
-    assert!(t.other.is_empty(), "only paid or out_of_stock, {} others, first: {:?}", t.other.len(), t.other.first());
+    assert!(
+        t.other.is_empty(),
+        "only paid or out_of_stock, {} others, first: {:?}",
+        t.other.len(),
+        t.other.first()
+    );
     assert_eq!(t.paid.len() as i64, STOCK);
     assert_eq!(t.out_of_stock, carts.len() - STOCK as usize);
     let db = database(&test_db.url);
     assert_stock_conserved(&db, STOCK).await;
     let mut conn = db.conn().await.unwrap();
-    let running = orderflow::db::sagas::list(&mut conn, Some("running"), None, None, 10).await.unwrap();
+    let running = orderflow::db::sagas::list(&mut conn, Some("running"), None, None, 10)
+        .await
+        .unwrap();
     assert!(running.is_empty(), "every saga finished: {running:?}");
 }
 
@@ -196,7 +252,11 @@ async fn kill_9_mid_checkout_loses_no_acknowledged_order(backend: Backend) {
                         }
                     }
                 });
-                for reply in futures_util::future::join_all(sends).await.into_iter().flatten() {
+                for reply in futures_util::future::join_all(sends)
+                    .await
+                    .into_iter()
+                    .flatten()
+                {
                     if reply.status.is_success() {
                         let _ = acked_tx.send((order_id_of(&reply), reply.status.as_u16()));
                     }
@@ -212,7 +272,10 @@ async fn kill_9_mid_checkout_loses_no_acknowledged_order(backend: Backend) {
         }
     }
     let pid = victim.pid();
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill -9");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill -9");
     let _ = checkouts.await;
     while let Ok(order) = acked_rx.try_recv() {
         acked.push(order);
@@ -222,14 +285,25 @@ async fn kill_9_mid_checkout_loses_no_acknowledged_order(backend: Backend) {
     // A fresh engine on the same database finishes every saga.
     let restarted = engine(&test_db.url, workdir.path());
     let db = database(&test_db.url);
-    eventually("every saga reaches a terminal state", Duration::from_secs(60), || async {
-        let mut conn = db.conn().await.unwrap();
-        orderflow::db::sagas::list(&mut conn, Some("running"), None, None, 10).await.unwrap().is_empty()
-    })
+    eventually(
+        "every saga reaches a terminal state",
+        Duration::from_secs(60),
+        || async {
+            let mut conn = db.conn().await.unwrap();
+            orderflow::db::sagas::list(&mut conn, Some("running"), None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        },
+    )
     .await;
     let mut conn = db.conn().await.unwrap();
     let statuses: std::collections::HashMap<String, String> =
-        orderflow::db::orders::statuses(&mut conn).await.unwrap().into_iter().collect();
+        orderflow::db::orders::statuses(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     for (order, answered) in &acked {
         let status = statuses.get(order).map(String::as_str);
         match answered {
@@ -239,23 +313,38 @@ async fn kill_9_mid_checkout_loses_no_acknowledged_order(backend: Backend) {
             // other. (The in-memory sandbox forgets authorizations across a
             // restart, so such an order may end payment_failed.)
             _ => assert!(
-                matches!(status, Some("paid" | "payment_failed" | "rejected" | "cancelled")),
+                matches!(
+                    status,
+                    Some("paid" | "payment_failed" | "rejected" | "cancelled")
+                ),
                 "accepted order {order} is {status:?}"
             ),
         }
     }
     // No reservation is left for an order that is not pending.
-    let state = orderflow::actors::sku_batch::load(&db, HOT).await.expect("stock");
-    let held: HashSet<String> = state.stock.reservations().map(|r| r.order_id.to_string()).collect();
+    let state = orderflow::actors::sku_batch::load(&db, HOT)
+        .await
+        .expect("stock");
+    let held: HashSet<String> = state
+        .stock
+        .reservations()
+        .map(|r| r.order_id.to_string())
+        .collect();
     for order in &held {
-        assert_eq!(statuses.get(order).map(String::as_str), Some("pending"), "reservation left for {order}");
+        assert_eq!(
+            statuses.get(order).map(String::as_str),
+            Some("pending"),
+            "reservation left for {order}"
+        );
     }
     // Stock conservation: what was sold is what paid orders hold.
     let paid = statuses.values().filter(|s| *s == "paid").count() as i64;
     let levels = state.stock.levels();
     assert_eq!(levels.on_hand, stock - paid);
     assert_eq!(
-        orderflow::db::inventory::ledger_totals(&mut conn, HOT).await.unwrap(),
+        orderflow::db::inventory::ledger_totals(&mut conn, HOT)
+            .await
+            .unwrap(),
         (levels.on_hand, levels.reserved)
     );
     drop(restarted);

@@ -141,19 +141,35 @@ async fn manual_capture(backend: Backend) {
     let order = order_id_of(&reply);
     assert_eq!(app.sandbox.charges(&order), 0);
     let capture = format!("/api/v1/orders/{order}/capture");
-    app.post(&capture, json!({}), Some(&alice)).await.assert_error(403, "forbidden");
-    app.post(&format!("/api/v1/orders/{order}/ship"), json!({}), Some(&admin)).await.assert_error(409, "invalid_transition");
+    app.post(&capture, json!({}), Some(&alice))
+        .await
+        .assert_error(403, "forbidden");
+    app.post(
+        &format!("/api/v1/orders/{order}/ship"),
+        json!({}),
+        Some(&admin),
+    )
+    .await
+    .assert_error(409, "invalid_transition");
     let captured = app.post(&capture, json!({}), Some(&admin)).await;
     captured.assert_status(200);
     assert_eq!(captured.body["status"], "paid");
     assert_eq!(captured.body["payment"]["captured"], 700);
-    app.post(&capture, json!({}), Some(&admin)).await.assert_error(409, "invalid_transition");
+    app.post(&capture, json!({}), Some(&admin))
+        .await
+        .assert_error(409, "invalid_transition");
     assert_eq!(app.sandbox.charges(&order), 1);
 
     // Cancelling an authorized order voids it and gives the stock back.
     let second = order_id_of(&app.place_order(&alice, &[("M-1", 2)], "tok_ok").await);
     assert_eq!(app.stock(&admin, "M-1").await, (1, 0));
-    let cancelled = app.post(&format!("/api/v1/orders/{second}/cancel"), json!({}), Some(&alice)).await;
+    let cancelled = app
+        .post(
+            &format!("/api/v1/orders/{second}/cancel"),
+            json!({}),
+            Some(&alice),
+        )
+        .await;
     cancelled.assert_status(200);
     assert_eq!(cancelled.body["payment"]["status"], "voided");
     assert_eq!(app.stock(&admin, "M-1").await, (3, 0));
@@ -173,30 +189,77 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
     reply.assert_status(202);
     assert_eq!(reply.body["status"], "pending");
     let order = order_id_of(&reply);
-    assert_eq!(reply.header("location"), Some(format!("/api/v1/orders/{order}").as_str()));
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/api/v1/orders/{order}").as_str())
+    );
 
     let stuck = app.get("/api/v1/sagas?state=stuck", Some(&admin)).await;
     stuck.assert_status(200);
-    assert!(stuck.body["items"].as_array().unwrap().iter().any(|s| s["order_id"] == order.as_str()), "{}", stuck.text);
-    let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&admin)).await;
+    assert!(
+        stuck.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["order_id"] == order.as_str()),
+        "{}",
+        stuck.text
+    );
+    let saga = app
+        .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
+        .await;
     assert_eq!(saga.body["state"], "stuck");
     assert_eq!(saga.body["current_step"], "authorize_payment");
     let authorize = saga.body["steps"][1].clone();
-    assert_eq!((authorize["name"].as_str(), authorize["status"].as_str(), authorize["attempt"].as_i64()),
-               (Some("authorize_payment"), Some("failed"), Some(2)));
-    assert!(authorize["error"].as_str().unwrap().contains("outage"), "{authorize}");
-    app.get("/api/v1/sagas?state=stuck", Some(&alice)).await.assert_error(403, "forbidden");
-    app.get("/api/v1/sagas?state=weird", Some(&admin)).await.assert_error(400, "invalid_query");
+    assert_eq!(
+        (
+            authorize["name"].as_str(),
+            authorize["status"].as_str(),
+            authorize["attempt"].as_i64()
+        ),
+        (Some("authorize_payment"), Some("failed"), Some(2))
+    );
+    assert!(
+        authorize["error"].as_str().unwrap().contains("outage"),
+        "{authorize}"
+    );
+    app.get("/api/v1/sagas?state=stuck", Some(&alice))
+        .await
+        .assert_error(403, "forbidden");
+    app.get("/api/v1/sagas?state=weird", Some(&admin))
+        .await
+        .assert_error(400, "invalid_query");
 
     app.sandbox.set_unavailable(false);
-    app.post(&format!("/api/v1/sagas/{order}/resume"), json!({}), Some(&admin)).await.assert_status(202);
-    crate::support::process::eventually("the resumed saga pays the order", std::time::Duration::from_secs(20), || async {
-        app.get(&format!("/api/v1/orders/{order}"), Some(&alice)).await.body["status"] == "paid"
-    })
+    app.post(
+        &format!("/api/v1/sagas/{order}/resume"),
+        json!({}),
+        Some(&admin),
+    )
+    .await
+    .assert_status(202);
+    crate::support::process::eventually(
+        "the resumed saga pays the order",
+        std::time::Duration::from_secs(20),
+        || async {
+            app.get(&format!("/api/v1/orders/{order}"), Some(&alice))
+                .await
+                .body["status"]
+                == "paid"
+        },
+    )
     .await;
-    let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&admin)).await;
+    let saga = app
+        .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
+        .await;
     assert_eq!(saga.body["state"], "completed");
-    app.post(&format!("/api/v1/sagas/{order}/resume"), json!({}), Some(&admin)).await.assert_error(409, "invalid_transition");
+    app.post(
+        &format!("/api/v1/sagas/{order}/resume"),
+        json!({}),
+        Some(&admin),
+    )
+    .await
+    .assert_error(409, "invalid_transition");
     assert_eq!(app.sandbox.charges(&order), 1);
 }
 

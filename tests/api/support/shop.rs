@@ -59,7 +59,9 @@ impl TestApp {
 
     /// Stock of `sku`: (on_hand, reserved).
     pub async fn stock(&self, admin: &str, sku: &str) -> (i64, i64) {
-        let reply = self.get(&format!("/api/v1/inventory/{sku}"), Some(admin)).await;
+        let reply = self
+            .get(&format!("/api/v1/inventory/{sku}"), Some(admin))
+            .await;
         reply.assert_status(200);
         (
             reply.body["on_hand"].as_i64().unwrap(),
