@@ -265,7 +265,8 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     visible(&orders, &user, &id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "items": orders.events(&id).await?, "next_cursor": null })))
+    // api.md: the audit trail is a plain array, oldest first.
+    Ok(HttpResponse::Ok().json(orders.events(&id).await?))
 }
 
 async fn run(

@@ -58,7 +58,7 @@ backend_test!(
 
         // The audit trail and the outbox agree.
         let events = app.get(&format!("/api/v1/orders/{order}/events"), Some(&alice)).await;
-        let types: Vec<&str> = events.body["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let types: Vec<&str> = events.body.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["order.created", "order.paid"]);
         let db = app.database().await;
         let mut conn = db.conn().await.unwrap();
