@@ -175,3 +175,37 @@ backend_test!(
         assert_eq!(authorize["status"], "succeeded");
     }
 );
+
+backend_test!(
+    async fn respond_async_answers_202_and_the_saga_finishes(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "ASYNC-1", 1200, 2).await;
+        let alice = app.customer_token().await;
+        let cart = app.cart_with(&alice, &[("ASYNC-1", 1)]).await;
+        let reply = app
+            .client
+            .post(app.url(&format!("/api/v1/carts/{cart}/checkout")))
+            .bearer_auth(&alice)
+            .header("Prefer", "respond-async")
+            .json(&json!({"payment": {"token": "tok_ok"}}))
+            .send()
+            .await
+            .unwrap();
+        let reply = crate::support::app::read(reply).await;
+        reply.assert_status(202);
+        assert_eq!(reply.body["status"], "pending");
+        let order = order_id_of(&reply);
+        let location = reply.header("location").unwrap().to_owned();
+        assert_eq!(location, format!("/api/v1/orders/{order}"));
+        crate::support::process::eventually("the order is paid", std::time::Duration::from_secs(20), || async {
+            app.get(&location, Some(&alice)).await.body["status"] == "paid"
+        })
+        .await;
+
+        // Operators see sagas start and finish, and how long steps take.
+        let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        for series in ["sagas_started_total", "sagas_finished_total{state=\"completed\"}", "saga_step_duration_seconds_count{step=\"authorize_payment\"}"] {
+            assert!(metrics.lines().any(|l| l.starts_with(series)), "{series} missing from /metrics");
+        }
+    }
+);

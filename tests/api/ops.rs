@@ -132,7 +132,7 @@ backend_test! {
         for _ in 0..3 {
             app.get("/api/v1/users/me", Some(&token)).await.assert_status(200);
         }
-        app.get("/api/v1/orders/0191aaaa-raw-path-should-not-appear", None).await.assert_status(404);
+        app.get("/api/v1/no-such-thing/0191aaaa-raw-path-should-not-appear", None).await.assert_status(404);
 
         let reply = app.client.get(app.url("/metrics")).send().await.unwrap();
         assert_eq!(reply.status(), 200);
