@@ -27,6 +27,7 @@ use crate::domain::FieldError;
 use crate::orders::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
 
 const KIND_CART: &str = "cart";
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A cart as its actor holds it.
 #[derive(Debug, Clone)]
@@ -125,7 +126,7 @@ impl Carts {
         inventory: &Inventory,
         actors: &ActorSettings,
     ) -> Carts {
-        Carts {
+        let carts = Carts {
             inner: Arc::new(Inner {
                 db,
                 catalog,
@@ -137,7 +138,23 @@ impl Carts {
                     Duration::from_secs(actors.idle_timeout_s),
                 ),
             }),
-        }
+        };
+        carts.spawn_pruner();
+        carts
+    }
+
+    /// Forgets stopped cart actors now and then, so that a shop with many
+    /// carts keeps only the live ones (and `actors_live` stays current).
+    fn spawn_pruner(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(PRUNE_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.actors.prune();
+            }
+        });
     }
 
     pub async fn create(

@@ -179,6 +179,9 @@ pub struct OrderChange {
     pub outbox: Vec<NewOutboxRow>,
     pub saga: SagaColumns,
     pub step: Option<StepFinish>,
+    /// For a saga step: (owner, now). The change applies only while that
+    /// owner holds an unexpired lease on the saga.
+    pub lease: Option<(String, NaiveDateTime)>,
 }
 
 /// Why [`commit_change`] wrote nothing.
@@ -187,6 +190,9 @@ pub enum ChangeError {
     /// The order moved since it was read (another process, or a retry).
     #[error("the order changed concurrently")]
     Stale,
+    /// The saga's lease is no longer this process's.
+    #[error("the saga's lease was lost")]
+    LeaseLost,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -337,10 +343,22 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
                     .execute(c)
                     .await?;
             }
-            diesel::update(sagas::table.find(&change.order_id))
-                .set(&change.saga)
-                .execute(c)
-                .await?;
+            let saga = sagas::table.filter(sagas::order_id.eq(&change.order_id));
+            let updated = match &change.lease {
+                Some((owner, now)) => {
+                    diesel::update(
+                        saga.filter(sagas::lease_owner.eq(owner))
+                            .filter(sagas::lease_expires_at.gt(now)),
+                    )
+                    .set(&change.saga)
+                    .execute(c)
+                    .await?
+                }
+                None => diesel::update(saga).set(&change.saga).execute(c).await?,
+            };
+            if updated == 0 && change.lease.is_some() {
+                return Err(ChangeError::LeaseLost);
+            }
             if let Some(step) = &change.step {
                 diesel::update(saga_steps::table.find(&step.step_id))
                     .set((

@@ -162,6 +162,19 @@ pub async fn claim(
                 .or(sagas::lease_expires_at.lt(now)),
         );
         let updated = if unpark {
+            // An operator's resume also reopens a saga that failed (a
+            // compensation the provider refused): it is tried again.
+            diesel::update(
+                sagas::table
+                    .filter(sagas::order_id.eq(order_id))
+                    .filter(sagas::state.eq("failed")),
+            )
+            .set((
+                sagas::state.eq("running"),
+                sagas::finished_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(c)
+            .await?;
             diesel::update(target)
                 .set((
                     sagas::lease_owner.eq(owner),

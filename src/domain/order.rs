@@ -235,6 +235,17 @@ pub enum Outcome {
     Refused,
     /// OpenCancelRefund: the refund row was created with this id.
     RefundOpened(String),
+    /// Before a compensation, the provider was asked about a payment call
+    /// whose outcome had not been recorded, and it had happened: record it
+    /// first (the compensation then unwinds it).
+    PaymentFound(FoundPayment),
+}
+
+/// A payment operation found by a status lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundPayment {
+    Authorization,
+    Capture,
 }
 
 /// A domain event to record, in the audit trail and (if `public`) the outbox.
@@ -284,6 +295,8 @@ pub fn next_step(p: &OrderProgress) -> Option<Step> {
     if p.cancel_requested {
         return Some(match (p.payment, p.stock) {
             (PaymentStatus::Authorized, _) if p.captured == 0 => Step::VoidPayment,
+            // A capture was declined: the authorization still holds funds.
+            (PaymentStatus::Failed, _) if p.authorized > 0 && p.captured == 0 => Step::VoidPayment,
             (PaymentStatus::Captured | PaymentStatus::PartiallyRefunded, _)
                 if p.refunded < p.captured =>
             {
@@ -291,7 +304,9 @@ pub fn next_step(p: &OrderProgress) -> Option<Step> {
                     amount: p.captured - p.refunded,
                 }
             }
-            (_, StockState::Reserved) => Step::ReleaseInventory,
+            // `None`: a reserve step may have reserved some lines before it
+            // stopped; releasing what the order does not hold is a no-op.
+            (_, StockState::Reserved | StockState::None) => Step::ReleaseInventory,
             (_, StockState::Committed) => Step::RestockInventory { refund_id: None },
             _ => Step::FinishCancel,
         });
@@ -299,7 +314,13 @@ pub fn next_step(p: &OrderProgress) -> Option<Step> {
     match p.status {
         OrderStatus::Pending => Some(match (p.stock, p.payment) {
             (StockState::None, _) => Step::ReserveInventory,
-            (StockState::Reserved, PaymentStatus::Failed) => Step::ReleaseInventory,
+            (StockState::Reserved, PaymentStatus::Failed) if p.authorized > 0 => {
+                // The capture was declined: free the held funds first.
+                Step::VoidPayment
+            }
+            (StockState::Reserved, PaymentStatus::Failed | PaymentStatus::Voided) => {
+                Step::ReleaseInventory
+            }
             (StockState::Reserved, PaymentStatus::None) => Step::AuthorizePayment,
             (_, PaymentStatus::Authorized) if p.capture_mode == CaptureMode::Automatic => {
                 Step::CapturePayment
@@ -411,14 +432,32 @@ impl OrderProgress {
             }
             (Step::ReleaseInventory, Outcome::Done) => {
                 p.stock = StockState::Released;
-                if p.status == OrderStatus::Pending && p.payment == PaymentStatus::Failed {
+                if p.status == OrderStatus::Pending
+                    && matches!(p.payment, PaymentStatus::Failed | PaymentStatus::Voided)
+                    && !p.cancel_requested
+                {
                     p.status = OrderStatus::PaymentFailed;
                     events.push(audit("order.payment_failed"));
                 }
             }
-            (Step::VoidPayment, Outcome::Done | Outcome::Refused) => {
-                // A refused void still ends the authorization: it lapses.
-                p.payment = PaymentStatus::Voided;
+            (Step::VoidPayment, Outcome::Done) => p.payment = PaymentStatus::Voided,
+            (Step::VoidPayment, Outcome::Refused) => {
+                // Not voided and not captured (a lookup said so): a person
+                // must look rather than the saga pretend the hold is gone.
+                p.failed = true;
+                events.push(audit("payment.void_failed"));
+            }
+            (_, Outcome::PaymentFound(FoundPayment::Authorization))
+                if p.payment == PaymentStatus::None =>
+            {
+                p.payment = PaymentStatus::Authorized;
+                p.authorized = p.total;
+            }
+            (_, Outcome::PaymentFound(FoundPayment::Capture))
+                if p.payment == PaymentStatus::Authorized && p.captured == 0 =>
+            {
+                p.payment = PaymentStatus::Captured;
+                p.captured = p.authorized;
             }
             (Step::OpenCancelRefund { amount }, Outcome::RefundOpened(id))
                 if *amount > 0 && *amount <= p.refundable() =>
@@ -660,8 +699,18 @@ mod tests {
     }
 
     /// The outcomes a step can really have, picked by `choice`.
-    fn outcome_for(step: &Step, choice: u8, n: usize) -> Outcome {
+    fn outcome_for(p: &OrderProgress, step: &Step, choice: u8, n: usize) -> Outcome {
+        let capture_found = p.payment == PaymentStatus::Authorized && p.captured == 0;
         let alternatives: &[Outcome] = match step {
+            Step::VoidPayment if capture_found => &[
+                Outcome::Done,
+                Outcome::Refused,
+                Outcome::PaymentFound(FoundPayment::Capture),
+            ],
+            Step::FinishCancel if p.payment == PaymentStatus::None => &[
+                Outcome::Done,
+                Outcome::PaymentFound(FoundPayment::Authorization),
+            ],
             Step::ReserveInventory => &[Outcome::Done, Outcome::OutOfStock],
             Step::AuthorizePayment | Step::CapturePayment => &[Outcome::Done, Outcome::Declined],
             Step::CommitInventory => &[Outcome::Done, Outcome::StockLost],
@@ -703,7 +752,7 @@ mod tests {
                 let next = match e {
                     Event::Run(choice) => match next_step(&p) {
                         Some(step) => {
-                            let applied = p.apply(&step, &outcome_for(&step, *choice, n));
+                            let applied = p.apply(&step, &outcome_for(&p, &step, *choice, n));
                             prop_assert_ne!(&applied.progress, &p, "step {:?} made no progress", step);
                             applied.progress
                         }
@@ -735,7 +784,7 @@ mod tests {
             for n in 0..30 {
                 match next_step(&p) {
                     Some(step) => {
-                        p = p.apply(&step, &outcome_for(&step, 0, 1000 + n)).progress;
+                        p = p.apply(&step, &outcome_for(&p, &step, 0, 1000 + n)).progress;
                         check_invariants(&p);
                     }
                     None => break,
@@ -743,8 +792,11 @@ mod tests {
             }
             prop_assert!(next_step(&p).is_none(), "saga did not finish: {:?}", p);
             prop_assert_ne!(p.saga_state(), SagaState::Running);
-            // A finished saga holds no stock reservation.
-            prop_assert_ne!(p.stock, StockState::Reserved, "{:?}", p);
+            // A finished saga holds no stock reservation (unless it failed
+            // and waits for a person; the reservation then expires).
+            if !p.failed {
+                prop_assert_ne!(p.stock, StockState::Reserved, "{:?}", p);
+            }
         }
     }
 
@@ -805,6 +857,60 @@ mod tests {
         assert_eq!(p.refunded, 500);
         assert_eq!(p.stock, StockState::Released);
         assert_eq!(p.saga_state(), SagaState::Compensated);
+    }
+
+    #[test]
+    fn cancel_finds_an_unrecorded_capture_and_refunds_it() {
+        let mut p = OrderProgress::new(500, CaptureMode::Automatic);
+        for step in [Step::ReserveInventory, Step::AuthorizePayment] {
+            p = p.apply(&step, &Outcome::Done).progress;
+        }
+        // The capture happened, but its outcome was never recorded.
+        p = p.request_cancel().unwrap();
+        assert_eq!(next_step(&p), Some(Step::VoidPayment));
+        p = p
+            .apply(
+                &Step::VoidPayment,
+                &Outcome::PaymentFound(FoundPayment::Capture),
+            )
+            .progress;
+        assert_eq!(p.captured, 500);
+        let p = run_to_end(p, &[]);
+        assert_eq!(p.status, OrderStatus::Cancelled);
+        assert_eq!((p.refunded, p.payment), (500, PaymentStatus::Refunded));
+    }
+
+    #[test]
+    fn a_declined_capture_voids_the_authorization() {
+        let p = run_to_end(
+            OrderProgress::new(500, CaptureMode::Automatic),
+            &[(StepName::CapturePayment, Outcome::Declined)],
+        );
+        assert_eq!(p.status, OrderStatus::PaymentFailed);
+        assert_eq!(p.payment, PaymentStatus::Voided);
+        assert_eq!(p.stock, StockState::Released);
+    }
+
+    #[test]
+    fn cancel_releases_a_partial_reservation_and_finds_an_unrecorded_authorization() {
+        let p = OrderProgress::new(500, CaptureMode::Automatic)
+            .request_cancel()
+            .unwrap();
+        assert_eq!(next_step(&p), Some(Step::ReleaseInventory));
+        let p = p.apply(&Step::ReleaseInventory, &Outcome::Done).progress;
+        assert_eq!(next_step(&p), Some(Step::FinishCancel));
+        let p = p
+            .apply(
+                &Step::FinishCancel,
+                &Outcome::PaymentFound(FoundPayment::Authorization),
+            )
+            .progress;
+        assert_eq!(next_step(&p), Some(Step::VoidPayment));
+        let p = run_to_end(p, &[]);
+        assert_eq!(
+            (p.status, p.payment),
+            (OrderStatus::Cancelled, PaymentStatus::Voided)
+        );
     }
 
     #[test]

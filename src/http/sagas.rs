@@ -67,7 +67,7 @@ pub async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     let saga = orders.saga(&id).await?;
-    if !matches!(saga.state.as_str(), "running" | "stuck") {
+    if !matches!(saga.state.as_str(), "running" | "stuck" | "failed") {
         return Err(ApiError::Refused {
             status: actix_web::http::StatusCode::CONFLICT,
             code: "invalid_transition",

@@ -8,7 +8,10 @@
 //! the saga is renewed before every attempt; a process that lost its lease
 //! (it stalled past the TTL and another took over) stops at once.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use chrono::Utc;
 use serde_json::json;
@@ -75,7 +78,8 @@ impl Orders {
     }
 
     /// Runs one step to an outcome, retrying transient failures. `None`
-    /// means the outcome is recorded and the saga goes on.
+    /// means the outcome is recorded (or the order moved on meanwhile) and
+    /// the saga goes on deciding.
     async fn run_step(
         &self,
         loaded: &Loaded,
@@ -83,6 +87,7 @@ impl Orders {
     ) -> Result<Option<DriveEnd>, OrdersError> {
         let order_id = loaded.row.id.as_str();
         let name = step.name();
+        let step_label = name.map(|n| n.as_str()).unwrap_or("bookkeeping");
         let ref_id = match step {
             Step::RefundPayment { refund_id, .. } => refund_id.clone(),
             Step::RestockInventory {
@@ -90,13 +95,21 @@ impl Orders {
             } => id.clone(),
             _ => String::new(),
         };
-        let max_attempts = self.inner.policy.max_attempts;
         let mut backoff = self.inner.policy.backoff;
-        for _ in 0..max_attempts {
+        let mut fresh: Option<Loaded> = None;
+        for attempt_index in 0..self.inner.policy.max_attempts {
             if !self.claim(order_id, false).await? {
                 return Ok(Some(DriveEnd::NotOwner));
             }
-            let now = Utc::now().naive_utc();
+            if attempt_index > 0 {
+                // A command may have moved the order while we waited.
+                let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+                if next_step(&reloaded.progress).as_ref() != Some(step) {
+                    return Ok(None);
+                }
+                fresh = Some(reloaded);
+            }
+            let current = fresh.as_ref().unwrap_or(loaded);
             let (step_id, attempt) = match name {
                 Some(name) => {
                     let kind = if name.is_compensation() {
@@ -111,32 +124,28 @@ impl Orders {
                         name.as_str(),
                         kind,
                         &ref_id,
-                        now,
+                        Utc::now().naive_utc(),
                     )
                     .await?;
                     (Some(id), attempt)
                 }
                 None => (None, 1),
             };
-            let span = tracing::info_span!(
-                "saga_step",
-                order.id = order_id,
-                step = name.map(|n| n.as_str()).unwrap_or("bookkeeping"),
-                attempt
-            );
+            let span =
+                tracing::info_span!("saga_step", order.id = order_id, step = step_label, attempt);
             let started = Instant::now();
-            let result = {
-                let _entered = span.enter();
-                self.execute(loaded, step, attempt).await
-            };
-            let step_label = name.map(|n| n.as_str()).unwrap_or("bookkeeping");
+            // The lease is renewed while the step runs, so a slow provider
+            // call never lets another process start the same step. The step
+            // itself is never cut short (a database call dropped halfway is
+            // not safe on SQLite): if the lease is lost anyway, recording the
+            // outcome fails and this process stops there.
+            let heartbeat = self.spawn_heartbeat(order_id);
+            let result = self.execute(current, step, attempt).instrument(span).await;
+            heartbeat.stop();
             metrics::histogram!("saga_step_duration_seconds", "step" => step_label)
                 .record(started.elapsed().as_secs_f64());
             match result {
-                Ok(result) => {
-                    self.record(loaded, step, step_id, result).await?;
-                    return Ok(None);
-                }
+                Ok(result) => return self.record(current, step, step_id, result).await,
                 Err(StepError::Transient(message)) => {
                     tracing::warn!(order.id = order_id, step = step_label, attempt, error = %message, "saga step failed; will retry");
                     if let Some(id) = &step_id {
@@ -152,11 +161,45 @@ impl Orders {
                 Err(StepError::Db(e)) => return Err(e.into()),
             }
         }
-        tracing::error!(order.id = order_id, step = ?name, "saga step kept failing; the saga is parked");
+        tracing::error!(
+            order.id = order_id,
+            step = step_label,
+            "saga step kept failing; the saga is parked"
+        );
         metrics::counter!("sagas_stuck_total").increment(1);
         let mut conn = self.inner.db.conn().await?;
         sagas_db::park(&mut conn, order_id, &self.inner.owner).await?;
         Ok(Some(DriveEnd::Parked))
+    }
+
+    /// Renews the saga's lease every third of its lifetime until stopped
+    /// (or until it cannot: the lease was taken, or the database is away).
+    fn spawn_heartbeat(&self, order_id: &str) -> Heartbeat {
+        let every = (self.inner.policy.lease_ttl / 3)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let (this, id, stopped) = (self.clone(), order_id.to_owned(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                // Waiting is safe to cut short; the renewal below is not, so
+                // it always runs to the end.
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stopped.notified() => return,
+                }
+                match this.claim(&id, false).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(order.id = %id, error = %e, "could not renew the saga lease");
+                        return;
+                    }
+                }
+            }
+        });
+        Heartbeat(stop)
     }
 
     /// Writes a step's outcome and all its effects in one transaction. If
@@ -169,7 +212,7 @@ impl Orders {
         step: &Step,
         step_id: Option<String>,
         result: StepResult,
-    ) -> Result<(), OrdersError> {
+    ) -> Result<Option<DriveEnd>, OrdersError> {
         let order_id = loaded.row.id.as_str();
         let mut fresh: Option<Loaded> = None;
         for _ in 0..5 {
@@ -178,12 +221,15 @@ impl Orders {
             let applied = base.progress.apply(step, &result.outcome);
             let now = Utc::now().naive_utc();
             let mut change = self.change_for(base, now);
+            change.lease = Some((self.inner.owner.clone(), now));
             self.set_progress(&mut change, &applied.progress, now);
             change.saga.current_step = step.name().map(|n| n.as_str().to_owned());
             // A business refusal (decline, no stock) is a step that failed;
             // its compensations follow.
             let status = match result.outcome {
                 Outcome::Done | Outcome::RefundOpened(_) => "succeeded",
+                // Not this step's own work: it runs again afterwards.
+                Outcome::PaymentFound(_) => "failed",
                 _ => "failed",
             };
             change.step = step_id.clone().map(|id| StepFinish {
@@ -236,10 +282,27 @@ impl Orders {
                         let outcome = after.as_str();
                         metrics::counter!("sagas_finished_total", "state" => outcome).increment(1);
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(ChangeError::Stale) => {
-                    fresh = Some(self.load(order_id).await?.ok_or(OrdersError::NotFound)?);
+                    // A command (from another process) moved the order. If
+                    // the same step is still next, record its outcome on the
+                    // fresh state; if not, drop it: every step finds its own
+                    // unrecorded effects again (payment lookups, the stock
+                    // ledger), so the next decision reconciles it.
+                    drop(conn);
+                    let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+                    if next_step(&reloaded.progress).as_ref() != Some(step) {
+                        return Ok(None);
+                    }
+                    fresh = Some(reloaded);
+                }
+                Err(ChangeError::LeaseLost) => {
+                    tracing::warn!(
+                        order.id = order_id,
+                        "lost the saga's lease before recording a step"
+                    );
+                    return Ok(Some(DriveEnd::NotOwner));
                 }
                 Err(ChangeError::Query(e)) => return Err(e.into()),
             }
@@ -247,5 +310,15 @@ impl Orders {
         Err(OrdersError::Unavailable(
             "the order kept changing while a step was recorded".to_owned(),
         ))
+    }
+}
+
+/// Stops a lease heartbeat when the step is done.
+struct Heartbeat(Arc<tokio::sync::Notify>);
+
+impl Heartbeat {
+    fn stop(self) {
+        // `notify_one` keeps a permit if the task is not waiting right now.
+        self.0.notify_one();
     }
 }

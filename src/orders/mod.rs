@@ -265,6 +265,7 @@ impl Orders {
         command: Command,
     ) -> Result<CommandResult, OrdersError> {
         let mut refund_id = None;
+        let mut applied = false;
         for _ in 0..5 {
             let loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
             let progress = &loaded.progress;
@@ -350,18 +351,35 @@ impl Orders {
             }
             self.set_progress(&mut change, &next, now);
             match orders_db::commit_change(&mut self.inner.db.conn().await?, &change).await {
-                Ok(()) => break,
-                Err(orders_db::ChangeError::Stale) => continue,
+                Ok(()) => {
+                    applied = true;
+                    break;
+                }
+                Err(orders_db::ChangeError::Stale) => {
+                    refund_id = None;
+                    continue;
+                }
+                // Commands take no lease; this cannot happen.
+                Err(orders_db::ChangeError::LeaseLost) => continue,
                 Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
             }
+        }
+        if !applied {
+            return Err(OrdersError::Conflict(
+                "the order kept changing; retry".to_owned(),
+            ));
         }
         tracing::info!(
             order.id = order_id,
             command = command.name(),
             "order command applied"
         );
-        // Give the saga its work (compensations, capture, the refund).
-        self.drive(order_id, false).await?;
+        // Give the saga its work (compensations, capture, the refund). The
+        // command is durable now: if the saga cannot go on here, recovery
+        // finishes it, and the answer shows where it stands.
+        if let Err(e) = self.drive(order_id, false).await {
+            tracing::warn!(order.id = order_id, error = %e, "the saga did not finish after a command");
+        }
         match refund_id {
             Some(id) => {
                 let mut conn = self.inner.db.conn().await?;
@@ -390,6 +408,7 @@ impl Orders {
             outbox: Vec::new(),
             saga: views::saga_columns(&loaded.progress, None, now),
             step: None,
+            lease: None,
         };
         change.saga.current_step = None;
         change

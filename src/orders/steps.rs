@@ -16,7 +16,7 @@ use crate::db::inventory as inventory_db;
 use crate::db::orders::{self as orders_db, OrderItemRow, PaymentRow, RefundRow};
 use crate::db::DbError;
 use crate::domain::inventory::Sku;
-use crate::domain::order::{Outcome, Step};
+use crate::domain::order::{FoundPayment, Outcome, PaymentStatus, Step};
 use crate::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
 
 /// A step's outcome and the records that go with it.
@@ -86,8 +86,10 @@ impl Orders {
             Step::ReserveInventory => self.reserve(&items, order_uuid).await,
             Step::CommitInventory => self.commit(&items, order_uuid).await,
             Step::ReleaseInventory => {
-                self.release_all(&items, order_uuid).await?;
-                Ok(StepResult::of(Outcome::Done))
+                let restocked = self.release_all(&items, order_uuid, true).await?;
+                let mut result = StepResult::of(Outcome::Done);
+                result.restocked = restocked;
+                Ok(result)
             }
             Step::AuthorizePayment => {
                 let key = format!("{order_id}:authorize");
@@ -108,8 +110,23 @@ impl Orders {
                 self.pay(&request, attempt).await
             }
             Step::VoidPayment => {
-                let key = format!("{order_id}:void");
                 let reference = loaded.row.payment_ref.clone();
+                // A capture whose outcome was never recorded (a timeout, a
+                // crash) would make the void fail and the money stay taken:
+                // ask first, and if it happened, record it (a refund follows).
+                if loaded.progress.captured == 0 {
+                    let capture = self.request(
+                        loaded,
+                        Operation::Capture,
+                        format!("{order_id}:capture"),
+                        loaded.progress.authorized,
+                        reference.clone(),
+                    );
+                    if let Some(found) = self.found(&capture, FoundPayment::Capture).await? {
+                        return Ok(found);
+                    }
+                }
+                let key = format!("{order_id}:void");
                 let request = self.request(
                     loaded,
                     Operation::Void,
@@ -190,6 +207,21 @@ impl Orders {
                 });
                 Ok(result)
             }
+            Step::FinishCancel if loaded.progress.payment == PaymentStatus::None => {
+                // An authorization whose outcome was never recorded must be
+                // found (and voided) before the order is called cancelled.
+                let authorize = self.request(
+                    loaded,
+                    Operation::Authorize,
+                    format!("{order_id}:authorize"),
+                    loaded.row.total,
+                    None,
+                );
+                match self.found(&authorize, FoundPayment::Authorization).await? {
+                    Some(found) => Ok(found),
+                    None => Ok(StepResult::of(Outcome::Done)),
+                }
+            }
             Step::ConfirmOrder | Step::FinishCancel => Ok(StepResult::of(Outcome::Done)),
         }
     }
@@ -232,22 +264,38 @@ impl Orders {
         if short.is_empty() {
             return Ok(StepResult::of(Outcome::Done));
         }
-        self.release_all(items, order).await?;
+        self.release_all(items, order, false).await?;
         let mut result = StepResult::of(Outcome::OutOfStock);
         result.note = Some("out of stock".to_owned());
         result.data = json!({ "items": short });
         Ok(result)
     }
 
-    async fn release_all(&self, items: &[OrderItemRow], order: Uuid) -> Result<(), StepError> {
+    /// Releases every line's reservation. With `uncommit`, a line that holds
+    /// no reservation because a commit went through that the saga never
+    /// recorded (a crash, a race with a cancel) is restocked instead, once;
+    /// returns those restocks.
+    async fn release_all(
+        &self,
+        items: &[OrderItemRow],
+        order: Uuid,
+        uncommit: bool,
+    ) -> Result<Vec<(String, i64)>, StepError> {
+        let order_id = order.to_string();
+        let mut restocked = Vec::new();
         for item in items {
             let sku = parse_sku(&item.sku)?;
             match self.inner.inventory.release(&sku, order).await {
+                Ok(None) if uncommit && self.committed(&item.sku, &order_id).await? => {
+                    let note = format!("uncommit:{order_id}:{}", item.sku);
+                    self.restock_once(&item.sku, item.quantity, &note).await?;
+                    restocked.push((item.sku.clone(), item.quantity));
+                }
                 Ok(_) | Err(InventoryError::UnknownSku) => {}
                 Err(e) => return Err(inventory_failure(&item.sku, e)),
             }
         }
-        Ok(())
+        Ok(restocked)
     }
 
     /// Reserved stock becomes sold. A reservation that expired meanwhile is
@@ -255,8 +303,19 @@ impl Orders {
     /// committed is put back and the outcome is `StockLost`.
     async fn commit(&self, items: &[OrderItemRow], order: Uuid) -> Result<StepResult, StepError> {
         let order_id = order.to_string();
+        // An earlier attempt that found the stock gone already put back what
+        // it had committed: that outcome stands, whatever the stock is now.
         let mut lost = false;
         for item in items {
+            let note = format!("lost:{order_id}:{}", item.sku);
+            let mut conn = self.inner.db.conn().await?;
+            if inventory_db::movement_exists(&mut conn, &item.sku, "restock", None, Some(&note))
+                .await?
+            {
+                lost = true;
+            }
+        }
+        for item in items.iter().filter(|_| !lost) {
             let sku = parse_sku(&item.sku)?;
             match self.inner.inventory.commit(&sku, order).await {
                 Ok(_) => continue,
@@ -295,7 +354,7 @@ impl Orders {
                 self.restock_once(&item.sku, item.quantity, &note).await?;
             }
         }
-        self.release_all(items, order).await?;
+        self.release_all(items, order, false).await?;
         let mut result = StepResult::of(Outcome::StockLost);
         result.note = Some("a reservation expired and its stock was sold".to_owned());
         Ok(result)
@@ -405,6 +464,37 @@ impl Orders {
                 result
             }
         })
+    }
+
+    /// A payment call that happened though the saga never recorded it, as
+    /// a `PaymentFound` outcome with its payment record.
+    async fn found(
+        &self,
+        request: &PaymentRequest,
+        kind: FoundPayment,
+    ) -> Result<Option<StepResult>, StepError> {
+        let Some(PaymentResult::Approved { reference }) = self.lookup(request).await? else {
+            return Ok(None);
+        };
+        let mut result = StepResult::of(Outcome::PaymentFound(kind));
+        result.note = Some(format!(
+            "found an unrecorded {}; recorded it first",
+            request.operation.as_str()
+        ));
+        if kind == FoundPayment::Authorization {
+            result.payment_ref = Some(reference.clone());
+        }
+        result.payment = Some(PaymentRow {
+            id: Uuid::now_v7().to_string(),
+            order_id: request.order_id.clone(),
+            operation: request.operation.as_str().to_owned(),
+            idempotency_key: request.idempotency_key.clone(),
+            amount: request.amount,
+            status: "succeeded".to_owned(),
+            provider_ref: Some(reference),
+            created_at: chrono::Utc::now().naive_utc(),
+        });
+        Ok(Some(result))
     }
 
     async fn lookup(&self, request: &PaymentRequest) -> Result<Option<PaymentResult>, StepError> {

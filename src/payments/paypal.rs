@@ -40,9 +40,13 @@
 //!
 //! **Lookup** reads state first and only resends when state proves the
 //! operation already happened:
-//! - authorize: `GET /v2/checkout/orders/{token}`; an authorization under
-//!   `purchase_units[0].payments.authorizations` is the outcome, none (or an
-//!   unknown order, 404) means PayPal never authorized.
+//! - authorize: `GET /v2/checkout/orders/{token}`; no authorization under
+//!   `purchase_units[0].payments.authorizations` (or an unknown order, 404)
+//!   means PayPal never authorized. If there is one, the authorize is sent
+//!   again under the same `PayPal-Request-Id`: PayPal replays it if it was
+//!   ours, and refuses it if another request (another engine order with the
+//!   same PayPal order) authorized it, which is then a decline, never an
+//!   authorization adopted from someone else.
 //! - capture: `GET /v2/payments/authorizations/{reference}`. Not `CAPTURED` /
 //!   `PARTIALLY_CAPTURED` (or 404): nothing was captured, `None`. Captured:
 //!   the authorization does not name its captures, so the capture is sent
@@ -268,9 +272,18 @@ impl PaypalProvider {
                 let Some(body) = self.get(&format!("/v2/checkout/orders/{order}")).await? else {
                     return Ok(None);
                 };
-                first_authorization(&body)
-                    .map(authorization_result)
-                    .transpose()
+                if first_authorization(&body).is_none() {
+                    return Ok(None);
+                }
+                // Authorized, but perhaps by another engine order that used
+                // the same PayPal order: only a replay under our own request
+                // id proves it is ours (another's is refused, a decline).
+                match self.authorize(request).await {
+                    Err(PaymentError::Permanent(reason)) => {
+                        Ok(Some(PaymentResult::Declined { reason }))
+                    }
+                    other => other.map(Some),
+                }
             }
             Operation::Capture | Operation::Void => {
                 let authorization = checked_id("authorization id", reference(request)?)?;

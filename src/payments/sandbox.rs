@@ -7,6 +7,7 @@
 //!   under the same key reveals the approval;
 //! - `tok_error_once`: the first call of each key fails with a transient
 //!   error, the next one works;
+//! - `tok_capture_declined`: authorization is approved, capture declined;
 //! - any other token is declined as unknown.
 //!
 //! The provider keeps the money rules of a real one: capture at most what was
@@ -111,7 +112,7 @@ impl SandboxProvider {
         }
         let result = match request.operation {
             Operation::Authorize => match request.token.as_str() {
-                "tok_ok" | "tok_timeout" | "tok_error_once" => {
+                "tok_ok" | "tok_timeout" | "tok_error_once" | "tok_capture_declined" => {
                     state.next_reference += 1;
                     let reference = format!("sbx_auth_{}", state.next_reference);
                     state.authorizations.insert(
@@ -130,6 +131,11 @@ impl SandboxProvider {
                     reason: "unknown sandbox token".to_owned(),
                 },
             },
+            Operation::Capture if request.token == "tok_capture_declined" => {
+                PaymentResult::Declined {
+                    reason: "capture declined".to_owned(),
+                }
+            }
             Operation::Capture | Operation::Void | Operation::Refund => {
                 let reference = request
                     .reference

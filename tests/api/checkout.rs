@@ -209,3 +209,28 @@ backend_test!(
         }
     }
 );
+
+backend_test!(
+    async fn a_declined_capture_voids_the_hold_and_gives_the_stock_back(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "VOID-1", 800, 4).await;
+        let alice = app.customer_token().await;
+        let reply = app.place_order(&alice, &[("VOID-1", 2)], "tok_capture_declined").await;
+        reply.assert_error(402, "payment_declined");
+        let order = order_id_of(&reply);
+        let view = app.get(&format!("/api/v1/orders/{order}"), Some(&alice)).await;
+        assert_eq!(view.body["status"], "payment_failed");
+        assert_eq!(view.body["payment"]["status"], "voided");
+        assert_eq!(app.stock(&admin, "VOID-1").await, (4, 0));
+        let operations: Vec<_> = app.sandbox.ledger().into_iter()
+            .filter(|e| e.order_id == order)
+            .map(|e| e.operation)
+            .collect();
+        use orderflow::payments::Operation;
+        assert_eq!(operations, [Operation::Authorize, Operation::Void], "the hold is released, nothing charged");
+        let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&alice)).await;
+        let compensations: Vec<&str> = saga.body["compensations"].as_array().unwrap().iter()
+            .map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(compensations, ["void_payment", "release_inventory"]);
+    }
+);
