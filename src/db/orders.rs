@@ -397,9 +397,9 @@ pub async fn items(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<OrderIt
     })
 }
 
-/// The earliest refund not finished: pending, or returned but with items
+/// Refunds not finished, oldest first: pending, or returned but with items
 /// still to put back.
-pub async fn open_refund(conn: &mut DbConn, order_id: &str) -> QueryResult<Option<RefundRow>> {
+pub async fn open_refunds(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<RefundRow>> {
     with_conn!(conn, |c| {
         refunds::table
             .filter(refunds::order_id.eq(order_id))
@@ -410,9 +410,8 @@ pub async fn open_refund(conn: &mut DbConn, order_id: &str) -> QueryResult<Optio
             )
             .order(refunds::id.asc())
             .select(RefundRow::as_select())
-            .first(c)
+            .load(c)
             .await
-            .optional()
     })
 }
 

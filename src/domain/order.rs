@@ -168,7 +168,8 @@ pub struct OrderProgress {
     pub refunded: i64,
     pub cancel_requested: bool,
     pub capture_requested: bool,
-    pub open_refund: Option<OpenRefund>,
+    /// Refunds not finished, oldest first; the saga works on the first.
+    pub open_refunds: Vec<OpenRefund>,
     /// A compensation failed for good: the saga needs a person.
     pub failed: bool,
 }
@@ -278,7 +279,7 @@ pub fn next_step(p: &OrderProgress) -> Option<Step> {
     if p.failed {
         return None;
     }
-    if let Some(refund) = &p.open_refund {
+    if let Some(refund) = p.open_refunds.first() {
         return Some(match refund.status {
             RefundStatus::Pending => Step::RefundPayment {
                 refund_id: refund.id.clone(),
@@ -352,7 +353,7 @@ impl OrderProgress {
             refunded: 0,
             cancel_requested: false,
             capture_requested: false,
-            open_refund: None,
+            open_refunds: Vec::new(),
             failed: false,
         }
     }
@@ -463,7 +464,7 @@ impl OrderProgress {
                 if *amount > 0 && *amount <= p.refundable() =>
             {
                 p.refunded += amount;
-                p.open_refund = Some(OpenRefund {
+                p.open_refunds.push(OpenRefund {
                     id: id.clone(),
                     amount: *amount,
                     status: RefundStatus::Pending,
@@ -471,24 +472,25 @@ impl OrderProgress {
                 });
             }
             (Step::RefundPayment { refund_id, .. }, Outcome::Done) => {
-                if let Some(r) = p.open_refund.as_mut().filter(|r| &r.id == refund_id) {
-                    r.status = RefundStatus::Succeeded;
+                if let Some(index) = p.open_refunds.iter().position(|r| &r.id == refund_id) {
                     p.payment = if p.refunded >= p.captured {
                         PaymentStatus::Refunded
                     } else {
                         PaymentStatus::PartiallyRefunded
                     };
                     events.push(public("order.refunded"));
-                    if !r.restock_pending {
-                        p.open_refund = None;
+                    if p.open_refunds[index].restock_pending {
+                        p.open_refunds[index].status = RefundStatus::Succeeded;
+                    } else {
+                        p.open_refunds.remove(index);
                     }
                 }
             }
             (Step::RefundPayment { refund_id, amount }, Outcome::Refused)
-                if p.open_refund.as_ref().is_some_and(|r| &r.id == refund_id) =>
+                if p.open_refunds.iter().any(|r| &r.id == refund_id) =>
             {
                 p.refunded -= amount;
-                p.open_refund = None;
+                p.open_refunds.retain(|r| &r.id != refund_id);
                 events.push(audit("refund.failed"));
                 if p.cancel_requested {
                     // The money cannot be returned: a person must look.
@@ -500,8 +502,8 @@ impl OrderProgress {
                     refund_id: Some(id),
                 },
                 Outcome::Done,
-            ) if p.open_refund.as_ref().is_some_and(|r| &r.id == id) => {
-                p.open_refund = None;
+            ) if p.open_refunds.iter().any(|r| &r.id == id) => {
+                p.open_refunds.retain(|r| &r.id != id);
             }
             (Step::RestockInventory { refund_id: None }, Outcome::Done) => {
                 p.stock = StockState::Released;
@@ -578,8 +580,7 @@ impl OrderProgress {
         ) && matches!(
             self.payment,
             PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
-        ) && !self.cancel_requested
-            && self.open_refund.is_none();
+        ) && !self.cancel_requested;
         if !refundable_status {
             return Err(CommandError::InvalidTransition {
                 from: self.status,
@@ -593,7 +594,7 @@ impl OrderProgress {
         }
         let mut p = self.clone();
         p.refunded += amount;
-        p.open_refund = Some(OpenRefund {
+        p.open_refunds.push(OpenRefund {
             id,
             amount,
             status: RefundStatus::Pending,
@@ -616,7 +617,7 @@ impl OrderProgress {
         to: OrderStatus,
         action: &'static str,
     ) -> Result<OrderProgress, CommandError> {
-        if self.status == from && !self.cancel_requested && self.open_refund.is_none() {
+        if self.status == from && !self.cancel_requested && self.open_refunds.is_empty() {
             let mut p = self.clone();
             p.status = to;
             Ok(p)
@@ -917,11 +918,19 @@ mod tests {
     fn refunds_never_exceed_the_capture() {
         let paid = run_to_end(OrderProgress::new(500, CaptureMode::Automatic), &[]);
         let first = paid.request_refund("a".into(), 300, false).unwrap();
-        // While the first is open, a second is refused as a conflict.
-        assert!(matches!(
-            first.request_refund("b".into(), 100, false),
-            Err(CommandError::InvalidTransition { .. })
-        ));
+        // While the first is open, a second that fits is queued behind it;
+        // one that does not fit is refused at once.
+        assert_eq!(
+            first.request_refund("b".into(), 201, false),
+            Err(CommandError::RefundExceedsCaptured { refundable: 200 })
+        );
+        let both = first.request_refund("b".into(), 150, false).unwrap();
+        let both = run_to_end(both, &[]);
+        assert_eq!(
+            (both.refunded, both.payment),
+            (450, PaymentStatus::PartiallyRefunded)
+        );
+        assert!(both.open_refunds.is_empty());
         let done = run_to_end(first, &[]);
         assert_eq!(done.payment, PaymentStatus::PartiallyRefunded);
         assert_eq!(

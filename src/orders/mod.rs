@@ -463,7 +463,8 @@ fn validate_restock(
 pub(crate) struct Loaded {
     pub row: orders_db::OrderRow,
     pub progress: OrderProgress,
-    pub refund: Option<RefundRow>,
+    /// Refunds not finished, oldest first.
+    pub refunds: Vec<RefundRow>,
 }
 
 fn audit_row(

@@ -148,7 +148,11 @@ impl Orders {
                 let key = format!("{refund_id}:refund");
                 let request = self.request(loaded, Operation::Refund, key, *amount, capture_ref);
                 let mut result = self.pay(&request, attempt).await?;
-                let restock_done = loaded.refund.as_ref().is_none_or(|r| r.restock_done);
+                let restock_done = loaded
+                    .refunds
+                    .iter()
+                    .find(|r| &r.id == refund_id)
+                    .is_none_or(|r| r.restock_done);
                 result.data = json!({"refund_id": refund_id, "amount": amount});
                 if result.outcome == Outcome::Done {
                     result.refund_update =
@@ -163,9 +167,9 @@ impl Orders {
                 refund_id: Some(id),
             } => {
                 let lines: Vec<(String, i64)> = loaded
-                    .refund
-                    .as_ref()
-                    .filter(|r| &r.id == id)
+                    .refunds
+                    .iter()
+                    .find(|r| &r.id == id)
                     .map(|r| parse_restock(&r.restock))
                     .unwrap_or_default();
                 let mut result = StepResult::of(Outcome::Done);

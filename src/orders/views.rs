@@ -205,21 +205,23 @@ fn parse<T>(value: &str, parse: fn(&str) -> Option<T>, column: &str) -> Result<T
 
 pub(super) fn progress_of(
     row: &OrderRow,
-    refund: Option<&RefundRow>,
+    refunds: &[RefundRow],
 ) -> Result<OrderProgress, OrdersError> {
     let capture_mode = match row.capture_mode.as_str() {
         "manual" => CaptureMode::Manual,
         _ => CaptureMode::Automatic,
     };
-    let open_refund = match refund {
-        Some(r) => Some(OpenRefund {
-            id: r.id.clone(),
-            amount: r.amount,
-            status: parse(&r.status, RefundStatus::parse, "refunds.status")?,
-            restock_pending: !r.restock_done,
-        }),
-        None => None,
-    };
+    let open_refunds = refunds
+        .iter()
+        .map(|r| {
+            Ok(OpenRefund {
+                id: r.id.clone(),
+                amount: r.amount,
+                status: parse(&r.status, RefundStatus::parse, "refunds.status")?,
+                restock_pending: !r.restock_done,
+            })
+        })
+        .collect::<Result<Vec<_>, OrdersError>>()?;
     Ok(OrderProgress {
         status: parse(&row.status, OrderStatus::parse, "status")?,
         payment: parse(&row.payment_status, PaymentStatus::parse, "payment_status")?,
@@ -231,7 +233,7 @@ pub(super) fn progress_of(
         refunded: row.refunded,
         cancel_requested: row.cancel_requested,
         capture_requested: row.capture_requested,
-        open_refund,
+        open_refunds,
         failed: false,
     })
 }
@@ -271,15 +273,15 @@ impl Orders {
         let Some(row) = orders_db::find(&mut conn, order_id).await? else {
             return Ok(None);
         };
-        let refund = orders_db::open_refund(&mut conn, order_id).await?;
-        let mut progress = progress_of(&row, refund.as_ref())?;
+        let refunds = orders_db::open_refunds(&mut conn, order_id).await?;
+        let mut progress = progress_of(&row, &refunds)?;
         if let Some(saga) = sagas_db::find(&mut conn, order_id).await? {
             progress.failed = saga.state == SagaState::Failed.as_str();
         }
         Ok(Some(Loaded {
             row,
             progress,
-            refund,
+            refunds,
         }))
     }
 

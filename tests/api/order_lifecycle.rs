@@ -263,4 +263,74 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
     assert_eq!(app.sandbox.charges(&order), 1);
 }
 
-crate::both_backends!(manual_capture, a_stuck_saga_is_listed_and_resumed);
+/// Refunds queue behind one that is stuck, and never together exceed the
+/// capture; resuming the saga pays them out in order.
+async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.sagas.max_step_attempts = 2;
+    })
+    .await;
+    let (admin, _alice, order) = paid_order(&app, "Q-1").await;
+    let path = format!("/api/v1/orders/{order}/refunds");
+    app.sandbox.set_unavailable(true);
+    let first = app.post(&path, json!({"amount": 300}), Some(&admin)).await;
+    first.assert_status(201);
+    assert_eq!(first.body["status"], "pending");
+    let second = app.post(&path, json!({"amount": 500}), Some(&admin)).await;
+    second.assert_status(201);
+    assert_eq!(second.body["status"], "pending");
+    let over = app.post(&path, json!({"amount": 201}), Some(&admin)).await;
+    over.assert_error(422, "refund_exceeds_captured");
+    assert_eq!(over.body["error"]["details"]["refundable"], 200);
+    // Shipping waits until the money is settled.
+    app.post(
+        &format!("/api/v1/orders/{order}/ship"),
+        json!({}),
+        Some(&admin),
+    )
+    .await
+    .assert_error(409, "invalid_transition");
+
+    app.sandbox.set_unavailable(false);
+    app.post(
+        &format!("/api/v1/sagas/{order}/resume"),
+        json!({}),
+        Some(&admin),
+    )
+    .await
+    .assert_status(202);
+    crate::support::process::eventually(
+        "both refunds are paid out",
+        std::time::Duration::from_secs(20),
+        || async {
+            let view = app
+                .get(&format!("/api/v1/orders/{order}"), Some(&admin))
+                .await;
+            view.body["payment"]["status"] == "partially_refunded"
+                && app
+                    .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
+                    .await
+                    .body["state"]
+                    == "completed"
+        },
+    )
+    .await;
+    let refunded: Vec<i64> = app
+        .sandbox
+        .ledger()
+        .iter()
+        .filter(|e| e.order_id == order && e.operation == orderflow::payments::Operation::Refund)
+        .map(|e| e.amount)
+        .collect();
+    assert_eq!(refunded, [300, 500], "paid out once each, in order");
+    let view = app
+        .get(&format!("/api/v1/orders/{order}"), Some(&admin))
+        .await;
+    assert_eq!(view.body["payment"]["refunded"], 800);
+}
+
+crate::both_backends!(
+    manual_capture,
+    a_stuck_saga_is_listed_and_resumed,
+    refunds_queue_behind_a_stuck_refund
+);
