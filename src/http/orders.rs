@@ -205,7 +205,7 @@ fn parse_lines(lines: &[LineBody], field: &'static str) -> Result<Vec<(Sku, i64)
 }
 
 /// The order if `user` may see it: its owner or an admin. Others get 404.
-async fn visible(orders: &Orders, user: &AuthUser, id: &str) -> Result<(), ApiError> {
+pub async fn visible(orders: &Orders, user: &AuthUser, id: &str) -> Result<(), ApiError> {
     let owner = orders.owner_of(id).await?;
     if user.is_admin() || owner == user.id.to_string() {
         Ok(())

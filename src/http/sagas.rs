@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::errors::ApiError;
 use super::identity::{AdminUser, AuthUser};
-use super::orders::order_id;
+use super::orders::{order_id, visible};
 use super::pagination::{Page, PageQuery};
 use crate::orders::Orders;
 
@@ -27,10 +27,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    let owner = orders.owner_of(&id).await?;
-    if !user.is_admin() && owner != user.id.to_string() {
-        return Err(ApiError::NotFound);
-    }
+    visible(&orders, &user, &id).await?;
     Ok(HttpResponse::Ok().json(orders.saga(&id).await?))
 }
 

@@ -35,6 +35,31 @@ pub enum DriveEnd {
 }
 
 impl Orders {
+    /// [`Orders::drive`], tried again with backoff while the database is
+    /// unreachable or saturated: the saga is resumable from any point, so a
+    /// busy pool delays it rather than leaving it to the lease's expiry.
+    pub(super) async fn drive_patiently(
+        &self,
+        order_id: &str,
+        unpark: bool,
+    ) -> Result<DriveEnd, OrdersError> {
+        let mut backoff = self.inner.policy.backoff.max(Duration::from_millis(10));
+        let mut tries = 1;
+        loop {
+            match self.drive(order_id, unpark).await {
+                Err(OrdersError::Db(e))
+                    if e.is_unavailable() && tries < self.inner.policy.max_attempts =>
+                {
+                    tracing::warn!(order.id = order_id, error = %e, "database busy; the saga will go on shortly");
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2);
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(super) async fn drive(
         &self,
         order_id: &str,

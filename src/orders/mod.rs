@@ -233,7 +233,7 @@ impl Orders {
             .actors
             .run(order_id, move |()| {
                 let (this, id) = (this.clone(), id.clone());
-                async move { ((), this.drive(&id, unpark).await.map(|_| ())) }
+                async move { ((), this.drive_patiently(&id, unpark).await.map(|_| ())) }
             })
             .await?
     }
@@ -377,7 +377,7 @@ impl Orders {
         // Give the saga its work (compensations, capture, the refund). The
         // command is durable now: if the saga cannot go on here, recovery
         // finishes it, and the answer shows where it stands.
-        if let Err(e) = self.drive(order_id, false).await {
+        if let Err(e) = self.drive_patiently(order_id, false).await {
             tracing::warn!(order.id = order_id, error = %e, "the saga did not finish after a command");
         }
         match refund_id {

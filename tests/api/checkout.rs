@@ -56,6 +56,22 @@ backend_test!(
         let theirs = app.get("/api/v1/orders", Some(&bob)).await;
         assert_eq!(theirs.body["items"].as_array().unwrap().len(), 0);
 
+        // The saga shows every step, in order, with its timings.
+        let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&alice)).await;
+        saga.assert_status(200);
+        assert_eq!(saga.body["state"], "completed");
+        let steps = saga.body["steps"].as_array().unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["reserve_inventory", "authorize_payment", "capture_payment", "commit_inventory", "confirm_order"]);
+        for step in steps {
+            assert_eq!(step["status"], "succeeded", "{step}");
+            assert_eq!(step["attempt"], 1, "{step}");
+            assert!(step["started_at"].is_string() && step["finished_at"].is_string() && step["duration_ms"].is_i64(), "{step}");
+        }
+        assert!(saga.body["finished_at"].is_string());
+        assert!(saga.body["actor"]["live"].is_boolean());
+        assert!(saga.body["actor"]["mailbox_len"].is_u64());
+
         // The audit trail and the outbox agree.
         let events = app.get(&format!("/api/v1/orders/{order}/events"), Some(&alice)).await;
         let types: Vec<&str> = events.body.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
