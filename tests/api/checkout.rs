@@ -31,7 +31,7 @@ backend_test!(
         assert_eq!(paid.body["payment"]["status"], "captured");
         assert_eq!(paid.header("location"), Some(format!("/api/v1/orders/{order}").as_str()));
         assert_eq!(app.stock(&admin, "TEE-1").await, (8, 0));
-        assert_eq!(app.sandbox.charges(&order), 1);
+        assert_eq!(app.sandbox().charges(&order), 1);
 
         // Checked out once: a second checkout names the order; changes are refused.
         app.checkout(&alice, &cart, "tok_ok")
@@ -42,7 +42,7 @@ backend_test!(
         app.post(&format!("/api/v1/carts/{cart}/items"), json!({"sku": "TEE-1", "quantity": 1}), Some(&alice))
             .await
             .assert_error(409, "cart_checked_out");
-        assert_eq!(app.sandbox.charges(&order), 1);
+        assert_eq!(app.sandbox().charges(&order), 1);
 
         // The order is the owner's and the admin's to see, nobody else's.
         app.get(&format!("/api/v1/orders/{order}"), Some(&alice)).await.assert_status(200);
@@ -98,7 +98,7 @@ backend_test!(
         let view = app.get(&format!("/api/v1/orders/{order}"), Some(&alice)).await;
         assert_eq!(view.body["status"], "payment_failed");
         assert_eq!(view.body["payment"]["status"], "failed");
-        assert_eq!(app.sandbox.charges(&order), 0);
+        assert_eq!(app.sandbox().charges(&order), 0);
 
         let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&alice)).await;
         saga.assert_status(200);
@@ -168,10 +168,10 @@ backend_test!(
         reply.assert_status(201);
         assert_eq!(reply.body["status"], "paid");
         let order = order_id_of(&reply);
-        let ledger = app.sandbox.ledger();
+        let ledger = app.sandbox().ledger();
         let mine: Vec<_> = ledger.iter().filter(|e| e.order_id == order).collect();
         assert_eq!(mine.iter().filter(|e| e.operation == orderflow::payments::Operation::Authorize).count(), 1);
-        assert_eq!(app.sandbox.charges(&order), 1, "exactly one charge: {mine:?}");
+        assert_eq!(app.sandbox().charges(&order), 1, "exactly one charge: {mine:?}");
     }
 );
 
@@ -183,7 +183,7 @@ backend_test!(
         let reply = app.place_order(&alice, &[("CAP-1", 1)], "tok_error_once").await;
         reply.assert_status(201);
         let order = order_id_of(&reply);
-        assert_eq!(app.sandbox.charges(&order), 1);
+        assert_eq!(app.sandbox().charges(&order), 1);
         let saga = app.get(&format!("/api/v1/sagas/{order}"), Some(&admin)).await;
         let authorize = saga.body["steps"].as_array().unwrap().iter()
             .find(|s| s["name"] == "authorize_payment").unwrap().clone();
@@ -238,7 +238,7 @@ backend_test!(
         assert_eq!(view.body["status"], "payment_failed");
         assert_eq!(view.body["payment"]["status"], "voided");
         assert_eq!(app.stock(&admin, "VOID-1").await, (4, 0));
-        let operations: Vec<_> = app.sandbox.ledger().into_iter()
+        let operations: Vec<_> = app.sandbox().ledger().into_iter()
             .filter(|e| e.order_id == order)
             .map(|e| e.operation)
             .collect();

@@ -125,7 +125,7 @@ async fn flash_sale_through_checkout(backend: Backend) {
         CUSTOMERS * CHECKOUTS_PER_CUSTOMER - STOCK as usize
     );
     for order in &t.paid {
-        assert_eq!(app.sandbox.charges(order), 1);
+        assert_eq!(app.sandbox().charges(order), 1);
     }
     assert_stock_conserved(&app.database().await, STOCK).await;
 }

@@ -76,7 +76,7 @@ backend_test!(
         assert_eq!(reply.body["payment"]["refunded"], 1000);
         assert_eq!(reply.body["payment"]["status"], "refunded");
         assert_eq!(app.stock(&admin, "C-1").await, (10, 0));
-        let refunds: i64 = app.sandbox.ledger().iter()
+        let refunds: i64 = app.sandbox().ledger().iter()
             .filter(|e| e.order_id == order && e.operation == orderflow::payments::Operation::Refund)
             .map(|e| e.amount).sum();
         assert_eq!(refunds, 1000);
@@ -139,7 +139,7 @@ async fn manual_capture(backend: Backend) {
     assert_eq!(reply.body["status"], "authorized");
     assert_eq!(reply.body["payment"]["captured"], 0);
     let order = order_id_of(&reply);
-    assert_eq!(app.sandbox.charges(&order), 0);
+    assert_eq!(app.sandbox().charges(&order), 0);
     let capture = format!("/api/v1/orders/{order}/capture");
     app.post(&capture, json!({}), Some(&alice))
         .await
@@ -158,7 +158,7 @@ async fn manual_capture(backend: Backend) {
     app.post(&capture, json!({}), Some(&admin))
         .await
         .assert_error(409, "invalid_transition");
-    assert_eq!(app.sandbox.charges(&order), 1);
+    assert_eq!(app.sandbox().charges(&order), 1);
 
     // Cancelling an authorized order voids it and gives the stock back.
     let second = order_id_of(&app.place_order(&alice, &[("M-1", 2)], "tok_ok").await);
@@ -184,7 +184,7 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
     let admin = app.admin_token().await;
     app.create_product(&admin, "K-1", 300, 4).await;
     let alice = app.customer_token().await;
-    app.sandbox.set_unavailable(true);
+    app.sandbox().set_unavailable(true);
     let reply = app.place_order(&alice, &[("K-1", 1)], "tok_ok").await;
     reply.assert_status(202);
     assert_eq!(reply.body["status"], "pending");
@@ -230,7 +230,7 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
         .await
         .assert_error(400, "invalid_query");
 
-    app.sandbox.set_unavailable(false);
+    app.sandbox().set_unavailable(false);
     app.post(
         &format!("/api/v1/sagas/{order}/resume"),
         json!({}),
@@ -260,7 +260,7 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
     )
     .await
     .assert_error(409, "invalid_transition");
-    assert_eq!(app.sandbox.charges(&order), 1);
+    assert_eq!(app.sandbox().charges(&order), 1);
 }
 
 /// Refunds queue behind one that is stuck, and never together exceed the
@@ -272,7 +272,7 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     .await;
     let (admin, _alice, order) = paid_order(&app, "Q-1").await;
     let path = format!("/api/v1/orders/{order}/refunds");
-    app.sandbox.set_unavailable(true);
+    app.sandbox().set_unavailable(true);
     let first = app.post(&path, json!({"amount": 300}), Some(&admin)).await;
     first.assert_status(201);
     assert_eq!(first.body["status"], "pending");
@@ -291,7 +291,7 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     .await
     .assert_error(409, "invalid_transition");
 
-    app.sandbox.set_unavailable(false);
+    app.sandbox().set_unavailable(false);
     app.post(
         &format!("/api/v1/sagas/{order}/resume"),
         json!({}),
@@ -316,7 +316,7 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     )
     .await;
     let refunded: Vec<i64> = app
-        .sandbox
+        .sandbox()
         .ledger()
         .iter()
         .filter(|e| e.order_id == order && e.operation == orderflow::payments::Operation::Refund)

@@ -510,3 +510,64 @@ fn the_constructor_needs_complete_http_settings() {
         assert!(PaypalProvider::new(&broken, TIMEOUT).is_err(), "{broken:?}");
     }
 }
+
+/// The whole checkout saga with the PayPal provider: authorize, capture and
+/// a refund go to (the stub of) PayPal, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_and_refund_through_paypal() {
+    let stub = Stub::start();
+    stub.add_order("PAYPAL-ORDER-1", "ok");
+    stub.add_order("PAYPAL-ORDER-2", "INSTRUMENT_DECLINED");
+    let base = stub.base.clone();
+    let app = crate::support::TestApp::spawn_with(crate::support::Backend::Sqlite, move |s| {
+        s.payments.provider = orderflow::config::PaymentProviderKind::Paypal;
+        s.payments.paypal = settings(&base, CLIENT_SECRET);
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "PP-1", 1999, 5).await;
+    let alice = app.customer_token().await;
+    let paid = app
+        .place_order(&alice, &[("PP-1", 2)], "PAYPAL-ORDER-1")
+        .await;
+    // The provider the client names must be the one the engine uses.
+    assert_eq!(paid.status, 422, "{}", paid.text);
+    let items = json!([{"sku": "PP-1", "quantity": 2}]);
+    let paid = app
+        .post(
+            "/api/v1/orders",
+            json!({"items": items, "payment": {"provider": "paypal", "token": "PAYPAL-ORDER-1"}}),
+            Some(&alice),
+        )
+        .await;
+    paid.assert_status(201);
+    assert_eq!(paid.body["status"], "paid");
+    assert_eq!(paid.body["payment"]["provider"], "paypal");
+    assert_eq!((stub.effects("authorize"), stub.effects("capture")), (1, 1));
+    assert!(stub.with(|s| s
+        .effects
+        .iter()
+        .any(|e| e.starts_with("capture") && e.ends_with("39.98 USD"))));
+    let order = crate::support::shop::order_id_of(&paid);
+    app.post(
+        &format!("/api/v1/orders/{order}/refunds"),
+        json!({"amount": 1999}),
+        Some(&admin),
+    )
+    .await
+    .assert_status(201);
+    assert!(stub.with(|s| s
+        .effects
+        .iter()
+        .any(|e| e.starts_with("refund") && e.ends_with("19.99 USD"))));
+
+    let declined = app
+        .post(
+            "/api/v1/orders",
+            json!({"items": items, "payment": {"provider": "paypal", "token": "PAYPAL-ORDER-2"}}),
+            Some(&alice),
+        )
+        .await;
+    declined.assert_error(402, "payment_declined");
+    assert_eq!(app.stock(&admin, "PP-1").await, (3, 0));
+}

@@ -21,8 +21,7 @@ pub struct TestApp {
     pub address: String,
     pub backend: Backend,
     pub client: reqwest::Client,
-    /// The sandbox payment provider of this engine: its ledger of charges.
-    pub sandbox: std::sync::Arc<orderflow::payments::sandbox::SandboxProvider>,
+    sandbox: Option<std::sync::Arc<orderflow::payments::sandbox::SandboxProvider>>,
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
     // Dropped after the server has stopped (see Drop).
@@ -151,13 +150,20 @@ impl TestApp {
         TestApp {
             address,
             backend,
-            sandbox: sandbox.expect("tests run with the sandbox payment provider"),
+            sandbox,
             client: http_client(),
             handle,
             thread: Some(thread),
             _db: db,
             _redis: redis,
         }
+    }
+
+    /// The sandbox payment provider of this engine: its ledger of charges.
+    pub fn sandbox(&self) -> &orderflow::payments::sandbox::SandboxProvider {
+        self.sandbox
+            .as_deref()
+            .expect("this engine runs with the sandbox payment provider")
     }
 
     /// A connection pool on this app's own database, for checks below the API.
