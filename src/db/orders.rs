@@ -142,15 +142,17 @@ pub struct ProgressColumns {
     pub updated_at: NaiveDateTime,
 }
 
-/// Changes to the saga row that go with an order change.
+/// Changes to the saga row that go with an order change. A `None` leaves
+/// its column as it is (a command keeps the saga's current step);
+/// `finished_at: Some(None)` clears it (a finished saga reopened by a refund).
 #[derive(Debug, Clone, AsChangeset)]
-#[diesel(table_name = sagas, treat_none_as_default_value = false)]
+#[diesel(table_name = sagas)]
 pub struct SagaColumns {
     pub state: String,
     pub current_step: Option<String>,
     pub parked: bool,
     pub updated_at: NaiveDateTime,
-    pub finished_at: Option<NaiveDateTime>,
+    pub finished_at: Option<Option<NaiveDateTime>>,
 }
 
 /// One step finished (or failed for good).

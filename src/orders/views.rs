@@ -263,7 +263,7 @@ pub(super) fn saga_columns(
         current_step,
         parked: false,
         updated_at: now,
-        finished_at: (state != SagaState::Running).then_some(now),
+        finished_at: Some((state != SagaState::Running).then_some(now)),
     }
 }
 

@@ -282,6 +282,17 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     let over = app.post(&path, json!({"amount": 201}), Some(&admin)).await;
     over.assert_error(422, "refund_exceeds_captured");
     assert_eq!(over.body["error"]["details"]["refundable"], 200);
+    // The finished saga was reopened by the refunds: not finished any more.
+    let saga = app
+        .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
+        .await;
+    assert_eq!(
+        saga.body["finished_at"],
+        serde_json::Value::Null,
+        "{}",
+        saga.text
+    );
+    assert_eq!(saga.body["current_step"], "refund_payment");
     // Shipping waits until the money is settled.
     app.post(
         &format!("/api/v1/orders/{order}/ship"),
