@@ -65,10 +65,19 @@ impl HealthMonitor {
 
     /// Probes every component and updates the gauges.
     pub async fn check(&self) -> HealthReport {
-        let database = match tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await {
-            Ok(Ok(())) => ComponentStatus::Up,
-            Ok(Err(e)) => {
+        // The ping runs in a task of its own and only the wait for it is cut
+        // short: a database call dropped halfway is not safe on SQLite (its
+        // connection runs on a blocking thread that must be waited for).
+        let db = self.db.clone();
+        let ping = tokio::spawn(async move { db.ping().await });
+        let database = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+            Ok(Ok(Ok(()))) => ComponentStatus::Up,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "database health check failed");
+                ComponentStatus::Down
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "database health check task failed");
                 ComponentStatus::Down
             }
             Err(_) => {

@@ -179,9 +179,11 @@ impl Database {
                 let pool = Pool::builder(manager)
                     .max_size(settings.pool_size())
                     .runtime(deadpool::Runtime::Tokio1)
+                    // No create or recycle timeout: they would drop a
+                    // connection's setup or ping halfway, which diesel-async's
+                    // SQLite wrapper cannot survive on a single-threaded
+                    // runtime (actix's). Both are bounded by busy_timeout.
                     .wait_timeout(timeout)
-                    .create_timeout(timeout)
-                    .recycle_timeout(timeout)
                     .build()
                     .context("building the SQLite pool")?;
                 Pools::Sqlite(pool)

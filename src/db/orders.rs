@@ -302,8 +302,12 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
                     .await?;
             }
             if let Some(payment) = &change.payment {
+                // One row per key: a call repeated under its key (a resumed
+                // compensation) got the provider's first answer again.
                 diesel::insert_into(payments::table)
                     .values(payment)
+                    .on_conflict(payments::idempotency_key)
+                    .do_nothing()
                     .execute(c)
                     .await?;
             }

@@ -12,7 +12,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::orders::{SagaRow, SagaStepRow};
-use super::schema::{saga_steps, sagas};
+use super::schema::{orders, saga_steps, sagas};
 use super::DbConn;
 use crate::with_conn;
 
@@ -124,13 +124,25 @@ pub async fn fail_attempt(
 }
 
 /// Parks a saga whose step kept failing: it stays unfinished and visible
-/// (`stuck` once `sagas.stuck_after_s` passes) until resumed.
-pub async fn park(conn: &mut DbConn, order_id: &str, owner: &str) -> QueryResult<()> {
+/// (`stuck` once `sagas.stuck_after_s` passes) until resumed. Only while
+/// `owner` holds it and the order is still at `order_version` (a command
+/// that came in meanwhile gives the saga other work); returns whether it did.
+pub async fn park(
+    conn: &mut DbConn,
+    order_id: &str,
+    owner: &str,
+    order_version: i64,
+) -> QueryResult<bool> {
     with_conn!(conn, |c| {
         diesel::update(
             sagas::table
                 .filter(sagas::order_id.eq(order_id))
-                .filter(sagas::lease_owner.eq(owner)),
+                .filter(sagas::lease_owner.eq(owner))
+                .filter(diesel::dsl::exists(
+                    orders::table
+                        .filter(orders::id.eq(order_id))
+                        .filter(orders::version.eq(order_version)),
+                )),
         )
         .set((
             sagas::parked.eq(true),
@@ -139,7 +151,7 @@ pub async fn park(conn: &mut DbConn, order_id: &str, owner: &str) -> QueryResult
         ))
         .execute(c)
         .await
-        .map(|_| ())
+        .map(|n| n == 1)
     })
 }
 
@@ -193,6 +205,29 @@ pub async fn claim(
                 .await?
         };
         Ok(updated == 1)
+    })
+}
+
+/// Extends a lease `owner` still holds (unexpired) until `until`; never
+/// takes a free one. Returns whether it did.
+pub async fn renew(
+    conn: &mut DbConn,
+    order_id: &str,
+    owner: &str,
+    now: NaiveDateTime,
+    until: NaiveDateTime,
+) -> QueryResult<bool> {
+    with_conn!(conn, |c| {
+        diesel::update(
+            sagas::table
+                .filter(sagas::order_id.eq(order_id))
+                .filter(sagas::lease_owner.eq(owner))
+                .filter(sagas::lease_expires_at.gt(now)),
+        )
+        .set(sagas::lease_expires_at.eq(until))
+        .execute(c)
+        .await
+        .map(|n| n == 1)
     })
 }
 

@@ -298,13 +298,16 @@ pub fn next_step(p: &OrderProgress) -> Option<Step> {
             (PaymentStatus::Authorized, _) if p.captured == 0 => Step::VoidPayment,
             // A capture was declined: the authorization still holds funds.
             (PaymentStatus::Failed, _) if p.authorized > 0 && p.captured == 0 => Step::VoidPayment,
-            (PaymentStatus::Captured | PaymentStatus::PartiallyRefunded, _)
-                if p.refunded < p.captured =>
-            {
-                Step::OpenCancelRefund {
-                    amount: p.captured - p.refunded,
-                }
-            }
+            // Whatever the label says: any captured money not yet returned
+            // (or set aside for a refund) is refunded.
+            (
+                PaymentStatus::Captured
+                | PaymentStatus::PartiallyRefunded
+                | PaymentStatus::Refunded,
+                _,
+            ) if p.refunded < p.captured => Step::OpenCancelRefund {
+                amount: p.captured - p.refunded,
+            },
             // `None`: a reserve step may have reserved some lines before it
             // stopped; releasing what the order does not hold is a no-op.
             (_, StockState::Reserved | StockState::None) => Step::ReleaseInventory,
@@ -377,6 +380,22 @@ impl OrderProgress {
     /// How much may still be refunded.
     pub fn refundable(&self) -> i64 {
         self.captured - self.refunded
+    }
+
+    /// The payment status from the money actually returned: `refunded`
+    /// less the refunds still pending.
+    fn settled_payment_status(&self) -> PaymentStatus {
+        let pending: i64 = self
+            .open_refunds
+            .iter()
+            .filter(|r| r.status == RefundStatus::Pending)
+            .map(|r| r.amount)
+            .sum();
+        match self.refunded - pending {
+            0 => PaymentStatus::Captured,
+            returned if returned >= self.captured => PaymentStatus::Refunded,
+            _ => PaymentStatus::PartiallyRefunded,
+        }
     }
 
     /// Applies the outcome of `step`. An outcome that does not belong to the
@@ -473,17 +492,13 @@ impl OrderProgress {
             }
             (Step::RefundPayment { refund_id, .. }, Outcome::Done) => {
                 if let Some(index) = p.open_refunds.iter().position(|r| &r.id == refund_id) {
-                    p.payment = if p.refunded >= p.captured {
-                        PaymentStatus::Refunded
-                    } else {
-                        PaymentStatus::PartiallyRefunded
-                    };
                     events.push(public("order.refunded"));
                     if p.open_refunds[index].restock_pending {
                         p.open_refunds[index].status = RefundStatus::Succeeded;
                     } else {
                         p.open_refunds.remove(index);
                     }
+                    p.payment = p.settled_payment_status();
                 }
             }
             (Step::RefundPayment { refund_id, amount }, Outcome::Refused)
@@ -491,6 +506,7 @@ impl OrderProgress {
             {
                 p.refunded -= amount;
                 p.open_refunds.retain(|r| &r.id != refund_id);
+                p.payment = p.settled_payment_status();
                 events.push(audit("refund.failed"));
                 if p.cancel_requested {
                     // The money cannot be returned: a person must look.
@@ -793,6 +809,11 @@ mod tests {
             }
             prop_assert!(next_step(&p).is_none(), "saga did not finish: {:?}", p);
             prop_assert_ne!(p.saga_state(), SagaState::Running);
+            // A cancelled order keeps none of the customer's money.
+            if p.status == OrderStatus::Cancelled && !p.failed {
+                prop_assert_eq!(p.refunded, p.captured, "{:?}", p);
+                prop_assert!(p.open_refunds.is_empty(), "{:?}", p);
+            }
             // A finished saga holds no stock reservation (unless it failed
             // and waits for a person; the reservation then expires).
             if !p.failed {

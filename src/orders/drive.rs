@@ -21,6 +21,7 @@ use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
 use crate::db::orders::{self as orders_db, ChangeError, StepFinish};
 use crate::db::outbox::NewOutboxRow;
 use crate::db::sagas as sagas_db;
+use crate::db::DbError;
 use crate::domain::order::{next_step, Outcome, SagaState, Step};
 
 /// How a run of the saga ended in this process.
@@ -166,7 +167,7 @@ impl Orders {
             // outcome fails and this process stops there.
             let heartbeat = self.spawn_heartbeat(order_id);
             let result = self.execute(current, step, attempt).instrument(span).await;
-            heartbeat.stop();
+            heartbeat.stop().await;
             metrics::histogram!("saga_step_duration_seconds", "step" => step_label)
                 .record(started.elapsed().as_secs_f64());
             match result {
@@ -180,11 +181,23 @@ impl Orders {
                     }
                     metrics::counter!("saga_step_failures_total", "step" => step_label)
                         .increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2);
+                    if attempt_index + 1 < self.inner.policy.max_attempts {
+                        tokio::time::sleep(backoff).await;
+                        backoff = backoff.saturating_mul(2);
+                    }
                 }
                 Err(StepError::Db(e)) => return Err(e.into()),
             }
+        }
+        // Park, unless a command (say a cancel from another process) moved
+        // the order meanwhile: then the saga has other work to try first.
+        let latest = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+        if next_step(&latest.progress).as_ref() != Some(step) {
+            return Ok(None);
+        }
+        let mut conn = self.inner.db.conn().await?;
+        if !sagas_db::park(&mut conn, order_id, &self.inner.owner, latest.row.version).await? {
+            return Ok(None);
         }
         tracing::error!(
             order.id = order_id,
@@ -192,39 +205,49 @@ impl Orders {
             "saga step kept failing; the saga is parked"
         );
         metrics::counter!("sagas_stuck_total").increment(1);
-        let mut conn = self.inner.db.conn().await?;
-        sagas_db::park(&mut conn, order_id, &self.inner.owner).await?;
         Ok(Some(DriveEnd::Parked))
     }
 
-    /// Renews the saga's lease every third of its lifetime until stopped
-    /// (or until it cannot: the lease was taken, or the database is away).
+    /// Renews the saga's lease every third of its lifetime until stopped,
+    /// or until it is no longer this process's. A failed renewal is tried
+    /// again (the lease has two thirds of its life left to absorb it).
     fn spawn_heartbeat(&self, order_id: &str) -> Heartbeat {
-        let every = (self.inner.policy.lease_ttl / 3)
+        let ttl = self.inner.policy.lease_ttl;
+        let every = (ttl / 3)
             .to_std()
             .unwrap_or(Duration::from_secs(1))
             .max(Duration::from_millis(100));
         let stop = Arc::new(tokio::sync::Notify::new());
         let (this, id, stopped) = (self.clone(), order_id.to_owned(), stop.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
-                // Waiting is safe to cut short; the renewal below is not, so
-                // it always runs to the end.
+                // Waiting is safe to cut short; a renewal is not (a database
+                // call dropped halfway is not safe on SQLite), so it always
+                // runs to its end before the stop is seen.
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
                     () = stopped.notified() => return,
                 }
-                match this.claim(&id, false).await {
+                let now = Utc::now().naive_utc();
+                let renewed = async {
+                    let mut conn = this.inner.db.conn().await?;
+                    let owner = &this.inner.owner;
+                    Ok::<_, DbError>(sagas_db::renew(&mut conn, &id, owner, now, now + ttl).await?)
+                }
+                .await;
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => return,
                     Err(e) => {
-                        tracing::warn!(order.id = %id, error = %e, "could not renew the saga lease");
-                        return;
+                        tracing::warn!(order.id = %id, error = %e, "could not renew the saga lease; trying again");
                     }
                 }
             }
         });
-        Heartbeat(stop)
+        Heartbeat {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Writes a step's outcome and all its effects in one transaction. If
@@ -339,11 +362,25 @@ impl Orders {
 }
 
 /// Stops a lease heartbeat when the step is done.
-struct Heartbeat(Arc<tokio::sync::Notify>);
+struct Heartbeat {
+    stop: Arc<tokio::sync::Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
 
 impl Heartbeat {
-    fn stop(self) {
+    /// Stops renewing and waits for a renewal in flight, so none lands
+    /// after the step's outcome is recorded and the lease given back.
+    async fn stop(mut self) {
         // `notify_one` keeps a permit if the task is not waiting right now.
-        self.0.notify_one();
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.notify_one();
     }
 }

@@ -269,6 +269,13 @@ impl Orders {
         for _ in 0..5 {
             let loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
             let progress = &loaded.progress;
+            if progress.failed {
+                // The saga waits for a person (see `POST /sagas/{id}/resume`).
+                return Err(OrdersError::InvalidTransition {
+                    from: progress.status,
+                    action: command.name(),
+                });
+            }
             let now = Utc::now().naive_utc();
             let mut change = self.change_for(&loaded, now);
             let next = match &command {
@@ -294,7 +301,7 @@ impl Orders {
                 } => {
                     let items =
                         orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
-                    validate_restock(&items, restock)?;
+                    validate_restock(&items, &loaded.refunds, restock)?;
                     let id = Uuid::now_v7().to_string();
                     let next = progress.request_refund(id.clone(), *amount, !restock.is_empty())?;
                     change.new_refund = Some(RefundRow {
@@ -420,32 +427,45 @@ impl Orders {
         progress: &OrderProgress,
         now: chrono::NaiveDateTime,
     ) {
+        let before = change.saga.state.clone();
         change.progress = views::progress_columns(progress, now);
         change.saga = views::saga_columns(progress, change.saga.current_step.clone(), now);
+        if change.saga.state == before {
+            // Still running, or still finished: when it finished stays as is.
+            change.saga.finished_at = None;
+        }
     }
 }
 
-/// Checks refund restock lines against the order's items.
+/// Checks refund restock lines against the order's items, counting what
+/// earlier refunds not yet finished will put back.
 fn validate_restock(
     items: &[orders_db::OrderItemRow],
+    open: &[RefundRow],
     restock: &[(String, i64)],
 ) -> Result<(), OrdersError> {
     let mut errors = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let pending = |sku: &str| -> i64 {
+        open.iter()
+            .filter(|r| !r.restock_done)
+            .flat_map(|r| steps::parse_restock(&r.restock))
+            .filter(|(s, _)| s == sku)
+            .map(|(_, q)| q)
+            .sum()
+    };
     for (sku, quantity) in restock {
-        match items.iter().find(|i| &i.sku == sku) {
+        let item = items.iter().find(|i| &i.sku == sku);
+        let left = item.map_or(0, |i| i.quantity - i.restocked - pending(sku));
+        match item {
             None => errors.push(FieldError::new(
                 "restock",
                 format!("{sku} is not an item of this order"),
             )),
-            Some(item) if *quantity < 1 || *quantity > item.quantity - item.restocked => errors
-                .push(FieldError::new(
-                    "restock",
-                    format!(
-                        "quantity of {sku} must be between 1 and {}",
-                        item.quantity - item.restocked
-                    ),
-                )),
+            Some(_) if *quantity < 1 || *quantity > left => errors.push(FieldError::new(
+                "restock",
+                format!("quantity of {sku} must be between 1 and {left}"),
+            )),
             _ => {}
         }
         if !seen.insert(sku) {

@@ -187,7 +187,7 @@ impl Orders {
                 for item in &items {
                     let quantity = item.quantity - item.restocked;
                     if quantity > 0 {
-                        let note = format!("cancel:{order_id}:{}", item.sku);
+                        let note = return_note(order_id, &item.sku);
                         self.restock_once(&item.sku, quantity, &note).await?;
                         result.restocked.push((item.sku.clone(), quantity));
                     }
@@ -291,7 +291,7 @@ impl Orders {
             let sku = parse_sku(&item.sku)?;
             match self.inner.inventory.release(&sku, order).await {
                 Ok(None) if uncommit && self.committed(&item.sku, &order_id).await? => {
-                    let note = format!("uncommit:{order_id}:{}", item.sku);
+                    let note = return_note(&order_id, &item.sku);
                     self.restock_once(&item.sku, item.quantity, &note).await?;
                     restocked.push((item.sku.clone(), item.quantity));
                 }
@@ -307,11 +307,12 @@ impl Orders {
     /// committed is put back and the outcome is `StockLost`.
     async fn commit(&self, items: &[OrderItemRow], order: Uuid) -> Result<StepResult, StepError> {
         let order_id = order.to_string();
-        // An earlier attempt that found the stock gone already put back what
-        // it had committed: that outcome stands, whatever the stock is now.
+        // A line of this order already given back (an earlier attempt found
+        // the stock gone and put back what it had committed): that outcome
+        // stands, whatever the stock is now.
         let mut lost = false;
         for item in items {
-            let note = format!("lost:{order_id}:{}", item.sku);
+            let note = return_note(&order_id, &item.sku);
             let mut conn = self.inner.db.conn().await?;
             if inventory_db::movement_exists(&mut conn, &item.sku, "restock", None, Some(&note))
                 .await?
@@ -352,14 +353,17 @@ impl Orders {
         if !lost {
             return Ok(StepResult::of(Outcome::Done));
         }
+        let mut returned = Vec::new();
         for item in items {
             if self.committed(&item.sku, &order_id).await? {
-                let note = format!("lost:{order_id}:{}", item.sku);
+                let note = return_note(&order_id, &item.sku);
                 self.restock_once(&item.sku, item.quantity, &note).await?;
+                returned.push((item.sku.clone(), item.quantity));
             }
         }
         self.release_all(items, order, false).await?;
         let mut result = StepResult::of(Outcome::StockLost);
+        result.restocked = returned;
         result.note = Some("a reservation expired and its stock was sold".to_owned());
         Ok(result)
     }
@@ -518,7 +522,7 @@ fn parse_sku(raw: &str) -> Result<Sku, StepError> {
     Sku::parse(raw).map_err(|e| StepError::Transient(format!("stored sku {raw:?}: {}", e.message)))
 }
 
-fn parse_restock(raw: &str) -> Vec<(String, i64)> {
+pub(super) fn parse_restock(raw: &str) -> Vec<(String, i64)> {
     serde_json::from_str::<Vec<Value>>(raw)
         .unwrap_or_default()
         .into_iter()
@@ -529,4 +533,11 @@ fn parse_restock(raw: &str) -> Vec<(String, i64)> {
             ))
         })
         .collect()
+}
+
+/// The ledger note of giving a whole line of an order back to stock, by
+/// whichever path (cancel, lost stock, an unrecorded commit): one note, so a
+/// line is never given back twice, whatever mix of paths a crash leads to.
+fn return_note(order_id: &str, sku: &str) -> String {
+    format!("return:{order_id}:{sku}")
 }

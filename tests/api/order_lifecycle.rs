@@ -273,9 +273,23 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     let (admin, _alice, order) = paid_order(&app, "Q-1").await;
     let path = format!("/api/v1/orders/{order}/refunds");
     app.sandbox().set_unavailable(true);
-    let first = app.post(&path, json!({"amount": 300}), Some(&admin)).await;
+    let first = app
+        .post(
+            &path,
+            json!({"amount": 300, "restock": [{"sku": "Q-1", "quantity": 2}]}),
+            Some(&admin),
+        )
+        .await;
     first.assert_status(201);
     assert_eq!(first.body["status"], "pending");
+    // The queued refund will put both units back: none is left to restock.
+    app.post(
+        &path,
+        json!({"amount": 10, "restock": [{"sku": "Q-1", "quantity": 1}]}),
+        Some(&admin),
+    )
+    .await
+    .assert_error(422, "validation_failed");
     let second = app.post(&path, json!({"amount": 500}), Some(&admin)).await;
     second.assert_status(201);
     assert_eq!(second.body["status"], "pending");
@@ -338,6 +352,11 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
         .get(&format!("/api/v1/orders/{order}"), Some(&admin))
         .await;
     assert_eq!(view.body["payment"]["refunded"], 800);
+    assert_eq!(
+        app.stock(&admin, "Q-1").await,
+        (10, 0),
+        "both units back, once"
+    );
 }
 
 crate::both_backends!(
