@@ -250,3 +250,22 @@ backend_test!(
         assert_eq!(compensations, ["void_payment", "release_inventory"]);
     }
 );
+
+backend_test!(
+    async fn concurrent_checkouts_of_one_cart_make_one_order(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "ONCE-1", 500, 10).await;
+        let alice = app.customer_token().await;
+        let cart = app.cart_with(&alice, &[("ONCE-1", 1)]).await;
+        let tries = (0..6).map(|_| app.checkout(&alice, &cart, "tok_ok"));
+        let replies = futures_util::future::join_all(tries).await;
+        let created: Vec<String> = replies.iter().filter(|r| r.status == 201).map(order_id_of).collect();
+        assert_eq!(created.len(), 1, "exactly one checkout makes the order");
+        for reply in replies.iter().filter(|r| r.status != 201) {
+            reply.assert_error(409, "cart_checked_out");
+            assert_eq!(reply.body["error"]["details"]["order_id"], created[0].as_str());
+        }
+        assert_eq!(app.sandbox().charges(&created[0]), 1);
+        assert_eq!(app.stock(&admin, "ONCE-1").await, (9, 0));
+    }
+);
