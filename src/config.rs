@@ -300,6 +300,9 @@ pub struct SagaSettings {
     pub lease_ttl_s: u64,
     /// How often unclaimed unfinished sagas are looked for.
     pub recovery_interval_ms: u64,
+    /// A parked saga is tried again by itself once its last attempt is this
+    /// old (an operator's resume does it at once).
+    pub retry_parked_after_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -443,6 +446,9 @@ impl Settings {
             || self.sagas.recovery_interval_ms == 0
         {
             bail!("sagas.max_step_attempts, sagas.lease_ttl_s and sagas.recovery_interval_ms must be at least 1");
+        }
+        if self.sagas.retry_parked_after_s > 30 * 86_400 {
+            bail!("sagas.retry_parked_after_s must be at most 2592000 (30 days)");
         }
         if self.sagas.max_step_attempts > 20 || self.sagas.retry_backoff_ms > 60_000 {
             bail!("sagas.max_step_attempts must be at most 20 and sagas.retry_backoff_ms at most 60000");

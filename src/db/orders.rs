@@ -181,9 +181,10 @@ pub struct OrderChange {
     pub outbox: Vec<NewOutboxRow>,
     pub saga: SagaColumns,
     pub step: Option<StepFinish>,
-    /// For a saga step: (owner, now). The change applies only while that
-    /// owner holds an unexpired lease on the saga.
-    pub lease: Option<(String, NaiveDateTime)>,
+    /// For a saga step: the lease owner. The change applies only while the
+    /// saga's lease names this owner: a lease that ran out but that nobody
+    /// else took is still ours (taking it over always changes the owner).
+    pub lease: Option<String>,
 }
 
 /// Why [`commit_change`] wrote nothing.
@@ -351,14 +352,11 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
             }
             let saga = sagas::table.filter(sagas::order_id.eq(&change.order_id));
             let updated = match &change.lease {
-                Some((owner, now)) => {
-                    diesel::update(
-                        saga.filter(sagas::lease_owner.eq(owner))
-                            .filter(sagas::lease_expires_at.gt(now)),
-                    )
-                    .set(&change.saga)
-                    .execute(c)
-                    .await?
+                Some(owner) => {
+                    diesel::update(saga.filter(sagas::lease_owner.eq(owner)))
+                        .set(&change.saga)
+                        .execute(c)
+                        .await?
                 }
                 None => diesel::update(saga).set(&change.saga).execute(c).await?,
             };

@@ -208,21 +208,20 @@ pub async fn claim(
     })
 }
 
-/// Extends a lease `owner` still holds (unexpired) until `until`; never
+/// Extends a lease `owner` still holds until `until`: one that ran out but
+/// that nobody else took counts (taking it over changes the owner). Never
 /// takes a free one. Returns whether it did.
 pub async fn renew(
     conn: &mut DbConn,
     order_id: &str,
     owner: &str,
-    now: NaiveDateTime,
     until: NaiveDateTime,
 ) -> QueryResult<bool> {
     with_conn!(conn, |c| {
         diesel::update(
             sagas::table
                 .filter(sagas::order_id.eq(order_id))
-                .filter(sagas::lease_owner.eq(owner))
-                .filter(sagas::lease_expires_at.gt(now)),
+                .filter(sagas::lease_owner.eq(owner)),
         )
         .set(sagas::lease_expires_at.eq(until))
         .execute(c)
@@ -250,25 +249,25 @@ pub async fn release(conn: &mut DbConn, order_id: &str, owner: &str) -> QueryRes
 }
 
 /// Claims up to `limit` running sagas whose lease is free or ran out, for
-/// `owner`. `include_parked` is for start-up, which resumes parked sagas too.
+/// `owner`: those not parked, and parked ones whose last attempt was before
+/// `parked_before` (start-up passes a time in the future: all of them).
 pub async fn claim_orphans(
     conn: &mut DbConn,
     owner: &str,
     now: NaiveDateTime,
     until: NaiveDateTime,
     limit: i64,
-    include_parked: bool,
+    parked_before: NaiveDateTime,
 ) -> QueryResult<Vec<String>> {
-    let parked: Vec<bool> = if include_parked {
-        vec![false, true]
-    } else {
-        vec![false]
-    };
     macro_rules! candidates {
         () => {
             sagas::table
                 .filter(sagas::state.eq("running"))
-                .filter(sagas::parked.eq_any(&parked))
+                .filter(
+                    sagas::parked
+                        .eq(false)
+                        .or(sagas::updated_at.lt(parked_before)),
+                )
                 .filter(
                     sagas::lease_owner
                         .is_null()

@@ -232,7 +232,7 @@ impl Orders {
                 let renewed = async {
                     let mut conn = this.inner.db.conn().await?;
                     let owner = &this.inner.owner;
-                    Ok::<_, DbError>(sagas_db::renew(&mut conn, &id, owner, now, now + ttl).await?)
+                    Ok::<_, DbError>(sagas_db::renew(&mut conn, &id, owner, now + ttl).await?)
                 }
                 .await;
                 match renewed {
@@ -269,7 +269,7 @@ impl Orders {
             let applied = base.progress.apply(step, &result.outcome);
             let now = Utc::now().naive_utc();
             let mut change = self.change_for(base, now);
-            change.lease = Some((self.inner.owner.clone(), now));
+            change.lease = Some(self.inner.owner.clone());
             self.set_progress(&mut change, &applied.progress, now);
             change.saga.current_step = step.name().map(|n| n.as_str().to_owned());
             // A business refusal (decline, no stock) is a step that failed;

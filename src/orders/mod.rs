@@ -8,6 +8,7 @@
 //! `db::sagas`), and claims sagas through leases so that with several engine
 //! processes each saga runs in one of them (`recovery`).
 
+mod commands;
 mod create;
 mod drive;
 mod recovery;
@@ -17,7 +18,6 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -26,7 +26,6 @@ use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::config::{CaptureMode, Settings};
 use crate::db::orders::{self as orders_db, OrderChange, OrderEventRow, RefundRow};
-use crate::db::outbox::NewOutboxRow;
 use crate::db::{Database, DbError};
 use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
 use crate::domain::FieldError;
@@ -101,6 +100,7 @@ struct Policy {
     lease_ttl: chrono::Duration,
     stuck_after: chrono::Duration,
     recovery_interval: Duration,
+    retry_parked_after: chrono::Duration,
     payment_timeout: Duration,
     default_currency: String,
 }
@@ -192,6 +192,9 @@ impl Orders {
             lease_ttl: chrono::Duration::seconds(settings.sagas.lease_ttl_s as i64),
             stuck_after: chrono::Duration::seconds(settings.sagas.stuck_after_s as i64),
             recovery_interval: Duration::from_millis(settings.sagas.recovery_interval_ms),
+            retry_parked_after: chrono::Duration::seconds(
+                settings.sagas.retry_parked_after_s.min(i64::MAX as u64) as i64,
+            ),
             payment_timeout: Duration::from_millis(settings.payments.timeout_ms),
             default_currency: settings.checkout.default_currency.clone(),
         };
@@ -258,147 +261,6 @@ impl Orders {
             .await?
     }
 
-    async fn apply_command(
-        &self,
-        order_id: &str,
-        actor: &Actor,
-        command: Command,
-    ) -> Result<CommandResult, OrdersError> {
-        let mut refund_id = None;
-        let mut applied = false;
-        for _ in 0..5 {
-            let loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
-            let progress = &loaded.progress;
-            if progress.failed {
-                // The saga waits for a person (see `POST /sagas/{id}/resume`).
-                return Err(OrdersError::InvalidTransition {
-                    from: progress.status,
-                    action: command.name(),
-                });
-            }
-            let now = Utc::now().naive_utc();
-            let mut change = self.change_for(&loaded, now);
-            let next = match &command {
-                Command::Cancel => {
-                    if progress.status == OrderStatus::Cancelled {
-                        return Ok(CommandResult::Order(self.view(order_id).await?));
-                    }
-                    progress.request_cancel()?
-                }
-                Command::Capture => progress.request_capture()?,
-                Command::Ship {
-                    carrier,
-                    tracking_number,
-                } => {
-                    change.shipping = Some((carrier.clone(), tracking_number.clone()));
-                    progress.request_ship()?
-                }
-                Command::Deliver => progress.request_deliver()?,
-                Command::Refund {
-                    amount,
-                    reason,
-                    restock,
-                } => {
-                    let items =
-                        orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
-                    validate_restock(&items, &loaded.refunds, restock)?;
-                    let id = Uuid::now_v7().to_string();
-                    let next = progress.request_refund(id.clone(), *amount, !restock.is_empty())?;
-                    change.new_refund = Some(RefundRow {
-                        id: id.clone(),
-                        order_id: order_id.to_owned(),
-                        amount: *amount,
-                        reason: reason.clone(),
-                        status: "pending".to_owned(),
-                        restock: serde_json::to_string(
-                            &restock
-                                .iter()
-                                .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
-                                .collect::<Vec<_>>(),
-                        )
-                        .unwrap_or_else(|_| "[]".to_owned()),
-                        restock_done: restock.is_empty(),
-                        created_at: now,
-                        updated_at: now,
-                    });
-                    refund_id = Some(id);
-                    next
-                }
-            };
-            let event_type = match &command {
-                Command::Ship { .. } => "order.shipped",
-                Command::Deliver => "order.delivered",
-                Command::Cancel => "order.cancel_requested",
-                Command::Capture => "order.capture_requested",
-                Command::Refund { .. } => "order.refund_requested",
-            };
-            let mut data = json!({});
-            if let Some(r) = &change.new_refund {
-                data = json!({"refund_id": r.id, "amount": r.amount, "reason": r.reason});
-            }
-            if let Some((carrier, tracking)) = &change.shipping {
-                data = json!({"carrier": carrier, "tracking_number": tracking});
-            }
-            change.audit.push(audit_row(
-                order_id,
-                event_type,
-                progress.status,
-                next.status,
-                actor,
-                data.clone(),
-                now,
-            ));
-            if matches!(command, Command::Ship { .. } | Command::Deliver) {
-                change.outbox.push(NewOutboxRow::new(
-                    event_type,
-                    order_id,
-                    &event_payload(&loaded.row, next.status, data),
-                    now,
-                ));
-            }
-            self.set_progress(&mut change, &next, now);
-            match orders_db::commit_change(&mut self.inner.db.conn().await?, &change).await {
-                Ok(()) => {
-                    applied = true;
-                    break;
-                }
-                Err(orders_db::ChangeError::Stale) => {
-                    refund_id = None;
-                    continue;
-                }
-                // Commands take no lease; this cannot happen.
-                Err(orders_db::ChangeError::LeaseLost) => continue,
-                Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
-            }
-        }
-        if !applied {
-            return Err(OrdersError::Conflict(
-                "the order kept changing; retry".to_owned(),
-            ));
-        }
-        tracing::info!(
-            order.id = order_id,
-            command = command.name(),
-            "order command applied"
-        );
-        // Give the saga its work (compensations, capture, the refund). The
-        // command is durable now: if the saga cannot go on here, recovery
-        // finishes it, and the answer shows where it stands.
-        if let Err(e) = self.drive_patiently(order_id, false).await {
-            tracing::warn!(order.id = order_id, error = %e, "the saga did not finish after a command");
-        }
-        match refund_id {
-            Some(id) => {
-                let mut conn = self.inner.db.conn().await?;
-                let row = orders_db::find_refund(&mut conn, &id)
-                    .await?
-                    .ok_or(OrdersError::NotFound)?;
-                Ok(CommandResult::Refund(RefundView::from(row)))
-            }
-            None => Ok(CommandResult::Order(self.view(order_id).await?)),
-        }
-    }
-
     /// An [`OrderChange`] for `loaded` that changes nothing yet.
     fn change_for(&self, loaded: &Loaded, now: chrono::NaiveDateTime) -> OrderChange {
         let mut change = OrderChange {
@@ -434,48 +296,6 @@ impl Orders {
             // Still running, or still finished: when it finished stays as is.
             change.saga.finished_at = None;
         }
-    }
-}
-
-/// Checks refund restock lines against the order's items, counting what
-/// earlier refunds not yet finished will put back.
-fn validate_restock(
-    items: &[orders_db::OrderItemRow],
-    open: &[RefundRow],
-    restock: &[(String, i64)],
-) -> Result<(), OrdersError> {
-    let mut errors = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let pending = |sku: &str| -> i64 {
-        open.iter()
-            .filter(|r| !r.restock_done)
-            .flat_map(|r| steps::parse_restock(&r.restock))
-            .filter(|(s, _)| s == sku)
-            .map(|(_, q)| q)
-            .sum()
-    };
-    for (sku, quantity) in restock {
-        let item = items.iter().find(|i| &i.sku == sku);
-        let left = item.map_or(0, |i| i.quantity - i.restocked - pending(sku));
-        match item {
-            None => errors.push(FieldError::new(
-                "restock",
-                format!("{sku} is not an item of this order"),
-            )),
-            Some(_) if *quantity < 1 || *quantity > left => errors.push(FieldError::new(
-                "restock",
-                format!("quantity of {sku} must be between 1 and {left}"),
-            )),
-            _ => {}
-        }
-        if !seen.insert(sku) {
-            errors.push(FieldError::new("restock", format!("{sku} is listed twice")));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(OrdersError::Validation(errors))
     }
 }
 

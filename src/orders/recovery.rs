@@ -3,7 +3,8 @@
 //! At start-up the engine claims every unfinished saga whose lease is free or
 //! ran out, parked ones included, and runs it. Afterwards it keeps looking,
 //! every `sagas.recovery_interval_ms`, for sagas whose lease ran out (their
-//! process died or stalled), leaving parked ones to an operator's resume.
+//! process died or stalled), and for parked ones whose last attempt is
+//! `sagas.retry_parked_after_s` old (an operator can resume them sooner).
 
 use chrono::Utc;
 
@@ -40,8 +41,15 @@ impl Orders {
     }
 
     /// Claims orphaned sagas and starts them; returns how many.
-    async fn recover(&self, include_parked: bool) -> Result<usize, super::OrdersError> {
+    async fn recover(&self, at_start: bool) -> Result<usize, super::OrdersError> {
         let now = Utc::now().naive_utc();
+        // At start-up every parked saga; later, those parked for a while
+        // (a provider outage that outlasted the retries may be over).
+        let parked_before = if at_start {
+            now + chrono::Duration::days(1)
+        } else {
+            now - self.inner.policy.retry_parked_after
+        };
         let mut conn = self.inner.db.conn().await?;
         let claimed = sagas_db::claim_orphans(
             &mut conn,
@@ -49,7 +57,7 @@ impl Orders {
             now,
             now + self.inner.policy.lease_ttl,
             BATCH,
-            include_parked,
+            parked_before,
         )
         .await?;
         drop(conn);
