@@ -162,6 +162,10 @@ crate::both_backends!(flash_sale_through_checkout);
 /// `orderflow serve` on `db_url`, as an operator runs it, with the test
 /// environment's settings (short saga leases).
 fn engine(db_url: &str, workdir: &std::path::Path) -> EngineProcess {
+    engine_with(db_url, workdir, &[])
+}
+
+fn engine_with(db_url: &str, workdir: &std::path::Path, env: &[(&str, &str)]) -> EngineProcess {
     let mut cmd = orderflow_command(workdir);
     cmd.env("ORDERFLOW_ENV", "test")
         .env("ORDERFLOW__DATABASE__URL", db_url)
@@ -171,6 +175,7 @@ fn engine(db_url: &str, workdir: &std::path::Path) -> EngineProcess {
         .env("ORDERFLOW__SAGAS__RETRY_PARKED_AFTER_S", "2")
         .env("ORDERFLOW__AUTH__BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("ORDERFLOW__AUTH__BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    cmd.envs(env.iter().copied());
     EngineProcess::start(cmd)
 }
 
@@ -256,9 +261,14 @@ async fn two_engine_processes_sell_each_unit_once_through_checkout() {
     let test_db = TestDatabase::create(Backend::Postgres).await;
     let workdir = tempfile::tempdir().unwrap();
     let client = http_client();
-    let first = engine(&test_db.url, workdir.path());
+    // The sandbox provider lives in each engine's memory: a saga handed over
+    // to the other engine mid-payment would find no authorization there. So
+    // leases here outlast any stall of a loaded test machine; hand-over
+    // itself is what the kill -9 test exercises.
+    let long_leases = [("ORDERFLOW__SAGAS__LEASE_TTL_S", "60")];
+    let first = engine_with(&test_db.url, workdir.path(), &long_leases);
     let admin = setup_product(&client, &first, STOCK).await;
-    let second = engine(&test_db.url, workdir.path());
+    let second = engine_with(&test_db.url, workdir.path(), &long_leases);
     let carts = customers_with_carts(&client, &first, CUSTOMERS, CHECKOUTS_PER_CUSTOMER).await;
     // Half the checkouts go to each process, all at once.
     let rush = carts.iter().enumerate().map(|(n, (token, cart))| {
