@@ -24,6 +24,7 @@ use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::MAX_LINES;
 use crate::domain::product::Currency;
 use crate::domain::FieldError;
+use crate::orders::views::ItemView;
 use crate::orders::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
 
 const KIND_CART: &str = "cart";
@@ -40,20 +41,11 @@ pub struct LoadedCart {
 pub type CartState = Option<LoadedCart>;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CartLineView {
-    pub sku: String,
-    pub name: String,
-    pub quantity: i64,
-    pub unit_price: i64,
-    pub line_total: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct CartView {
     pub id: String,
     pub status: String,
     pub currency: String,
-    pub items: Vec<CartLineView>,
+    pub items: Vec<ItemView>,
     pub subtotal: i64,
     pub order_id: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -62,10 +54,10 @@ pub struct CartView {
 
 impl From<&LoadedCart> for CartView {
     fn from(cart: &LoadedCart) -> Self {
-        let items: Vec<CartLineView> = cart
+        let items: Vec<ItemView> = cart
             .items
             .iter()
-            .map(|i| CartLineView {
+            .map(|i| ItemView {
                 sku: i.sku.clone(),
                 name: i.name.clone(),
                 quantity: i.quantity,
