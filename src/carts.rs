@@ -18,6 +18,7 @@ use crate::actors::serial::SerialPool;
 use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::config::ActorSettings;
+use crate::db::idempotency::Binding;
 use crate::db::carts::{self as carts_db, CartItemRow, CartRow, LineWrite};
 use crate::db::Database;
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
@@ -315,9 +316,11 @@ impl Carts {
         user: Uuid,
         cart_id: &str,
         payment: PaymentInput,
+        idempotency: Option<Binding>,
     ) -> Result<String, OrdersError> {
         self.run(cart_id, move |this, state, id| {
             let payment = payment.clone();
+            let idempotency = idempotency.clone();
             async move {
                 let cart = match this.loaded(state, &id).await {
                     Ok(cart) => cart,
@@ -345,6 +348,7 @@ impl Carts {
                         .collect(),
                     payment,
                     cart: Some((cart.row.id.clone(), cart.row.version)),
+                    idempotency,
                 };
                 if let Err(e) = this.check_still_on_sale(&cart).await {
                     return (Some(cart), Err(e));

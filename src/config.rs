@@ -103,6 +103,7 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub payments: PaymentSettings,
     pub sagas: SagaSettings,
+    pub idempotency: IdempotencySettings,
 }
 
 fn default_environment() -> Environment {
@@ -288,6 +289,19 @@ pub struct PaypalSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a key and its answer are kept (api.md: 24 hours).
+    pub ttl_s: u64,
+    /// How long a request holds its key. A retry within it gets 409
+    /// `idempotency_key_in_use`; after it (the first request's process died)
+    /// the retry takes the key over. Longer than any request runs.
+    pub lock_ttl_s: u64,
+    /// How often expired keys are deleted.
+    pub purge_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SagaSettings {
     /// A saga not finished and not advanced for this long is `stuck`.
     pub stuck_after_s: u64,
@@ -452,6 +466,14 @@ impl Settings {
         }
         if self.sagas.max_step_attempts > 20 || self.sagas.retry_backoff_ms > 60_000 {
             bail!("sagas.max_step_attempts must be at most 20 and sagas.retry_backoff_ms at most 60000");
+        }
+        if self.idempotency.ttl_s == 0 || self.idempotency.purge_interval_s == 0 {
+            bail!("idempotency.ttl_s and idempotency.purge_interval_s must be at least 1");
+        }
+        if self.idempotency.lock_ttl_s.saturating_mul(1000) <= self.checkout.sync_wait_ms
+            || self.idempotency.lock_ttl_s >= self.idempotency.ttl_s
+        {
+            bail!("idempotency.lock_ttl_s must be longer than checkout.sync_wait_ms and shorter than idempotency.ttl_s");
         }
         if self.payments.timeout_ms == 0 {
             bail!("payments.timeout_ms must be at least 1");

@@ -2,7 +2,7 @@
 //!
 //! Module map: `config` (typed settings), `domain` (pure types and rules),
 //! `db` (one query layer over PostgreSQL and SQLite), `auth` (passwords,
-//! tokens, accounts), `rate_limit`, `redis_conn`, `health`, `telemetry`,
+//! tokens, accounts), `idempotency`, `rate_limit`, `redis_conn`, `health`, `telemetry`,
 //! `http` (the REST shell) and `startup` (wiring). See docs/architecture.md.
 
 pub mod actors;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod health;
+pub mod idempotency;
 pub mod http;
 pub mod orders;
 pub mod payments;

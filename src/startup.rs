@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::health::HealthMonitor;
+use crate::idempotency::Idempotency;
 use crate::http;
 use crate::http::admission::Admission;
 use crate::http::errors::envelope_fallback;
@@ -105,6 +106,7 @@ impl Application {
             &inventory,
             &settings.actors,
         );
+        let idempotency = web::Data::new(Idempotency::start(db.clone(), &settings.idempotency));
         let checkout_wait = CheckoutWait(Duration::from_millis(settings.checkout.sync_wait_ms));
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
@@ -138,6 +140,7 @@ impl Application {
                 .app_data(catalog.clone())
                 .app_data(orders.clone())
                 .app_data(carts.clone())
+                .app_data(idempotency.clone())
                 .app_data(web::Data::new(checkout_wait))
                 .app_data(database.clone())
                 .app_data(stoq.clone())

@@ -11,6 +11,7 @@
 
 pub mod carts;
 pub mod events;
+pub mod idempotency;
 pub mod inventory;
 pub mod orders;
 pub mod outbox;

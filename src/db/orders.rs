@@ -15,8 +15,9 @@ use super::outbox::NewOutboxRow;
 use super::schema::{
     carts, order_events, order_items, orders, outbox, payments, refunds, saga_steps, sagas,
 };
+use super::idempotency::Binding;
 use super::DbConn;
-use crate::with_conn;
+use crate::{bind_idempotency_key, with_conn};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders, treat_none_as_default_value = false)]
@@ -185,6 +186,18 @@ pub struct OrderChange {
     /// saga's lease names this owner: a lease that ran out but that nobody
     /// else took is still ours (taking it over always changes the owner).
     pub lease: Option<String>,
+    /// For a command sent with an idempotency key: the key, bound in this
+    /// transaction to the resource the command moved or created.
+    pub idempotency: Option<KeyBinding>,
+}
+
+/// An idempotency key and the resource to bind to it: (`"order"` or
+/// `"refund"`, id).
+#[derive(Debug, Clone)]
+pub struct KeyBinding {
+    pub key: Binding,
+    pub resource_type: &'static str,
+    pub resource_id: String,
 }
 
 /// Why [`commit_change`] wrote nothing.
@@ -196,6 +209,9 @@ pub enum ChangeError {
     /// The saga's lease is no longer this process's.
     #[error("the saga's lease was lost")]
     LeaseLost,
+    /// The request's idempotency key was taken over by a retry.
+    #[error("the idempotency key was taken over")]
+    KeyLost,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -210,6 +226,8 @@ pub struct NewOrder {
     pub audit: OrderEventRow,
     pub outbox: NewOutboxRow,
     pub saga: SagaRow,
+    /// The idempotency key of the request that places the order.
+    pub idempotency: Option<Binding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +235,9 @@ pub enum CreateError {
     /// The cart was checked out, or changed, since it was read.
     #[error("the cart changed concurrently")]
     CartChanged,
+    /// The request's idempotency key was taken over by a retry.
+    #[error("the idempotency key was taken over")]
+    KeyLost,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -224,6 +245,11 @@ pub enum CreateError {
 pub async fn create(conn: &mut DbConn, new: &NewOrder) -> Result<(), CreateError> {
     with_conn!(conn, |c| {
         c.transaction::<_, CreateError, _>(async |c| {
+            if let Some(binding) = &new.idempotency {
+                if !bind_idempotency_key!(c, binding, "order", &new.order.id)? {
+                    return Err(CreateError::KeyLost);
+                }
+            }
             diesel::insert_into(orders::table)
                 .values(&new.order)
                 .execute(c)
@@ -286,6 +312,11 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
                 .await?;
             if updated == 0 {
                 return Err(ChangeError::Stale);
+            }
+            if let Some(bind) = &change.idempotency {
+                if !bind_idempotency_key!(c, &bind.key, bind.resource_type, &bind.resource_id)? {
+                    return Err(ChangeError::KeyLost);
+                }
             }
             if let Some(reference) = &change.payment_ref {
                 diesel::update(orders::table.find(&change.order_id))

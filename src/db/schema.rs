@@ -220,6 +220,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (user_id, key) {
+        user_id -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        state -> Text,
+        token -> Text,
+        locked_until -> Timestamp,
+        resource_type -> Nullable<Text>,
+        resource_id -> Nullable<Text>,
+        response_status -> Nullable<Integer>,
+        response_headers -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(cart_items -> carts (cart_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(sagas -> orders (order_id));
@@ -235,6 +253,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     sagas,
     saga_steps,
     events,
+    idempotency_keys,
     products,
     inventory,
     reservations,

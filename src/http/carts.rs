@@ -1,12 +1,15 @@
 //! `/api/v1/carts`: a customer's carts and their checkout.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
 use super::extract::{Json, OptionalJson};
 use super::identity::AuthUser;
-use super::orders::{parse_payment, respond_with_saga, CheckoutWait, PaymentBody};
+use super::idempotency::{once, IdempotencyKey};
+use super::orders::{
+    parse_payment, placement, respond_with_saga, CheckoutWait, PaymentBody, Placement,
+};
 use super::products::path_sku;
 use crate::carts::{Carts, LineChange};
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
@@ -33,7 +36,7 @@ pub struct SetQuantity {
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkout {
     payment: PaymentBody,
@@ -134,10 +137,21 @@ pub async fn checkout(
     orders: web::Data<Orders>,
     wait: web::Data<CheckoutWait>,
     path: web::Path<String>,
+    key: IdempotencyKey,
     Json(body): Json<Checkout>,
 ) -> Result<HttpResponse, ApiError> {
     let id = cart_id(&path)?;
     let payment = parse_payment(&body.payment, &orders)?;
-    let order_id = carts.checkout(user.id, &id, payment).await?;
-    respond_with_saga(&req, &orders, &order_id, wait.0).await
+    let user_id = user.id;
+    let request = req.clone();
+    once(&req, &user, key, &body, move |claim| async move {
+        let order_id = match placement(claim) {
+            Placement::Placed(order_id) => order_id,
+            Placement::ToPlace(idempotency) => {
+                carts.checkout(user_id, &id, payment, idempotency).await?
+            }
+        };
+        respond_with_saga(&request, &orders, &order_id, wait.0).await
+    })
+    .await
 }

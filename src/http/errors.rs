@@ -370,9 +370,34 @@ impl From<crate::orders::OrdersError> for ApiError {
                 message,
                 details: json!({}),
             },
+            OrdersError::IdempotencyKeyInUse => ApiError::idempotency_key_in_use(),
             OrdersError::Overloaded => ApiError::Overloaded,
             OrdersError::Unavailable(cause) => ApiError::Unavailable(cause),
             OrdersError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// 409 `idempotency_key_in_use`: the first request with this key is
+    /// still running.
+    pub fn idempotency_key_in_use() -> ApiError {
+        ApiError::Refused {
+            status: StatusCode::CONFLICT,
+            code: "idempotency_key_in_use",
+            message: "a request with this Idempotency-Key is still in progress; retry shortly"
+                .to_owned(),
+            details: json!({}),
+        }
+    }
+
+    /// 422 `idempotency_key_reused`: the key was used for another request.
+    pub fn idempotency_key_reused() -> ApiError {
+        ApiError::Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request".to_owned(),
+            details: json!({}),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod carts;
 pub mod errors;
 pub mod extract;
+pub mod idempotency;
 pub mod identity;
 pub mod integrations;
 pub mod inventory;

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::errors::{payment_declined, ApiError};
 use super::extract::{Json, OptionalJson};
+use super::idempotency::{once, IdempotencyKey};
 use super::identity::{AdminUser, AuthUser};
 use super::pagination::{Page, PageQuery};
 use crate::db::orders::OrderFilter;
@@ -18,6 +19,8 @@ use crate::domain::inventory::Sku;
 use crate::domain::order::{parse_quantity, OrderStatus};
 use crate::domain::product::MAX_AMOUNT;
 use crate::domain::FieldError;
+use crate::db::idempotency::Binding;
+use crate::idempotency::{Claim, Resource};
 use crate::orders::{Actor, Command, CommandResult, LineInput, Orders, PaymentInput, PlaceOrder};
 
 /// `checkout.sync_wait_ms`: how long checkout waits for its saga.
@@ -27,21 +30,21 @@ pub struct CheckoutWait(pub Duration);
 const TOKEN_MAX_CHARS: usize = 200;
 const TEXT_MAX_CHARS: usize = 200;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     provider: Option<String>,
     token: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
     sku: String,
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceBody {
     items: Vec<LineBody>,
@@ -55,7 +58,7 @@ pub struct ShipBody {
     tracking_number: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     amount: i64,
@@ -161,26 +164,57 @@ pub async fn place(
     user: AuthUser,
     orders: web::Data<Orders>,
     wait: web::Data<CheckoutWait>,
+    key: IdempotencyKey,
     Json(body): Json<PlaceBody>,
 ) -> Result<HttpResponse, ApiError> {
     let payment = parse_payment(&body.payment, &orders)?;
     let lines = parse_lines(&body.items, "items")?;
-    let order_id = orders
-        .place(PlaceOrder {
-            user_id: user.id,
-            lines: lines
-                .into_iter()
-                .map(|(sku, quantity)| LineInput {
-                    sku,
-                    quantity,
-                    priced: None,
-                })
-                .collect(),
-            payment,
-            cart: None,
-        })
-        .await?;
-    respond_with_saga(&req, &orders, &order_id, wait.0).await
+    let user_id = user.id;
+    let request = req.clone();
+    once(&req, &user, key, &body, move |claim| async move {
+        let order_id = match placement(claim) {
+            Placement::Placed(order_id) => order_id,
+            Placement::ToPlace(idempotency) => {
+                let lines = lines
+                    .into_iter()
+                    .map(|(sku, quantity)| LineInput {
+                        sku,
+                        quantity,
+                        priced: None,
+                    })
+                    .collect();
+                orders
+                    .place(PlaceOrder {
+                        user_id,
+                        lines,
+                        payment,
+                        cart: None,
+                        idempotency,
+                    })
+                    .await?
+            }
+        };
+        respond_with_saga(&request, &orders, &order_id, wait.0).await
+    })
+    .await
+}
+
+/// What a request that places an order must do under its idempotency key.
+pub enum Placement {
+    /// An earlier run with this key placed this order: answer from it.
+    Placed(String),
+    /// Place the order, binding it to the key (if one was sent).
+    ToPlace(Option<Binding>),
+}
+
+pub fn placement(claim: Option<Claim>) -> Placement {
+    match claim {
+        Some(Claim {
+            resource: Some(Resource::Order(id)),
+            ..
+        }) => Placement::Placed(id),
+        other => Placement::ToPlace(other.map(|c| c.binding)),
+    }
 }
 
 fn parse_lines(lines: &[LineBody], field: &'static str) -> Result<Vec<(Sku, i64)>, ApiError> {
@@ -273,13 +307,31 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(orders.events(&id).await?))
 }
 
+/// Runs a command on an order; under an idempotency key whose first run
+/// already moved the order, answers from what it moved instead.
 async fn run(
     orders: &Orders,
     id: &str,
     actor: Actor,
     command: Command,
+    claim: Option<Claim>,
 ) -> Result<HttpResponse, ApiError> {
-    match orders.command(id, actor, command).await? {
+    let result = match claim {
+        Some(Claim {
+            resource: Some(Resource::Order(order_id)),
+            ..
+        }) => CommandResult::Order(orders.view(&order_id).await?),
+        Some(Claim {
+            resource: Some(Resource::Refund(refund_id)),
+            ..
+        }) => CommandResult::Refund(orders.refund(&refund_id).await?),
+        claim => {
+            orders
+                .command(id, actor, command, claim.map(|c| c.binding))
+                .await?
+        }
+    };
+    match result {
         CommandResult::Order(view) => Ok(HttpResponse::Ok().json(view)),
         CommandResult::Refund(refund) => Ok(HttpResponse::Created()
             .insert_header((
@@ -291,18 +343,26 @@ async fn run(
 }
 
 pub async fn capture(
+    req: HttpRequest,
     admin: AdminUser,
     orders: web::Data<Orders>,
     path: web::Path<String>,
+    key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    run(&orders, &id, Actor::Admin(admin.0.id), Command::Capture).await
+    let actor = Actor::Admin(admin.0.id);
+    once(&req, &admin.0, key, &(), move |claim| async move {
+        run(&orders, &id, actor, Command::Capture, claim).await
+    })
+    .await
 }
 
 pub async fn cancel(
+    req: HttpRequest,
     user: AuthUser,
     orders: web::Data<Orders>,
     path: web::Path<String>,
+    key: IdempotencyKey,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
     visible(&orders, &user, &id).await?;
@@ -311,7 +371,10 @@ pub async fn cancel(
     } else {
         Actor::User(user.id)
     };
-    run(&orders, &id, actor, Command::Cancel).await
+    once(&req, &user, key, &(), move |claim| async move {
+        run(&orders, &id, actor, Command::Cancel, claim).await
+    })
+    .await
 }
 
 fn optional_text(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
@@ -348,7 +411,7 @@ pub async fn ship(
         carrier,
         tracking_number,
     };
-    run(&orders, &id, Actor::Admin(admin.0.id), command).await
+    run(&orders, &id, Actor::Admin(admin.0.id), command, None).await
 }
 
 pub async fn deliver(
@@ -357,13 +420,15 @@ pub async fn deliver(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    run(&orders, &id, Actor::Admin(admin.0.id), Command::Deliver).await
+    run(&orders, &id, Actor::Admin(admin.0.id), Command::Deliver, None).await
 }
 
 pub async fn refund(
+    req: HttpRequest,
     admin: AdminUser,
     orders: web::Data<Orders>,
     path: web::Path<String>,
+    key: IdempotencyKey,
     Json(body): Json<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
@@ -373,7 +438,7 @@ pub async fn refund(
             format!("must be between 1 and {MAX_AMOUNT} (minor units)"),
         ));
     }
-    let reason = optional_text(body.reason, "reason")?;
+    let reason = optional_text(body.reason.clone(), "reason")?;
     let restock = parse_lines(body.restock.as_deref().unwrap_or_default(), "restock")?
         .into_iter()
         .map(|(sku, q)| (sku.as_str().to_owned(), q))
@@ -383,5 +448,9 @@ pub async fn refund(
         reason,
         restock,
     };
-    run(&orders, &id, Actor::Admin(admin.0.id), command).await
+    let actor = Actor::Admin(admin.0.id);
+    once(&req, &admin.0, key, &body, move |claim| async move {
+        run(&orders, &id, actor, command, claim).await
+    })
+    .await
 }

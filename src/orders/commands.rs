@@ -7,9 +7,9 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::views::RefundView;
 use super::{audit_row, event_payload, steps, Actor, Command, CommandResult, Orders, OrdersError};
-use crate::db::orders::{self as orders_db, RefundRow};
+use crate::db::idempotency::Binding;
+use crate::db::orders::{self as orders_db, KeyBinding, RefundRow};
 use crate::db::outbox::NewOutboxRow;
 use crate::domain::order::OrderStatus;
 use crate::domain::FieldError;
@@ -20,6 +20,7 @@ impl Orders {
         order_id: &str,
         actor: &Actor,
         command: Command,
+        idempotency: Option<Binding>,
     ) -> Result<CommandResult, OrdersError> {
         let mut refund_id = None;
         let mut applied = false;
@@ -114,6 +115,18 @@ impl Orders {
                 ));
             }
             self.set_progress(&mut change, &next, now);
+            change.idempotency = idempotency.clone().map(|key| match &refund_id {
+                Some(id) => KeyBinding {
+                    key,
+                    resource_type: "refund",
+                    resource_id: id.clone(),
+                },
+                None => KeyBinding {
+                    key,
+                    resource_type: "order",
+                    resource_id: order_id.to_owned(),
+                },
+            });
             match orders_db::commit_change(&mut self.inner.db.conn().await?, &change).await {
                 Ok(()) => {
                     applied = true;
@@ -125,6 +138,9 @@ impl Orders {
                 }
                 // Commands take no lease; this cannot happen.
                 Err(orders_db::ChangeError::LeaseLost) => continue,
+                Err(orders_db::ChangeError::KeyLost) => {
+                    return Err(OrdersError::IdempotencyKeyInUse)
+                }
                 Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
             }
         }
@@ -145,13 +161,7 @@ impl Orders {
             tracing::warn!(order.id = order_id, error = %e, "the saga did not finish after a command");
         }
         match refund_id {
-            Some(id) => {
-                let mut conn = self.inner.db.conn().await?;
-                let row = orders_db::find_refund(&mut conn, &id)
-                    .await?
-                    .ok_or(OrdersError::NotFound)?;
-                Ok(CommandResult::Refund(RefundView::from(row)))
-            }
+            Some(id) => Ok(CommandResult::Refund(self.refund(&id).await?)),
             None => Ok(CommandResult::Order(self.view(order_id).await?)),
         }
     }

@@ -7,6 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{audit_row, event_payload, Actor, Orders, OrdersError};
+use crate::db::idempotency::Binding;
 use crate::db::orders::{
     self as orders_db, CreateError, NewOrder, OrderItemRow, OrderRow, SagaRow,
 };
@@ -38,6 +39,9 @@ pub struct PlaceOrder {
     pub payment: PaymentInput,
     /// The cart being checked out and the version it was read at.
     pub cart: Option<(String, i64)>,
+    /// The idempotency key of the request, bound to the order as it is
+    /// recorded.
+    pub idempotency: Option<Binding>,
 }
 
 impl Orders {
@@ -171,6 +175,7 @@ impl Orders {
             items,
             cart: order.cart.clone(),
             audit,
+            idempotency: order.idempotency.clone(),
         };
         let mut conn = self.inner.db.conn().await?;
         match orders_db::create(&mut conn, &new).await {
@@ -180,6 +185,7 @@ impl Orders {
                     "the cart changed while it was checked out; retry".to_owned(),
                 ))
             }
+            Err(CreateError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
             Err(CreateError::Query(e)) => return Err(e.into()),
         }
         metrics::counter!("sagas_started_total").increment(1);

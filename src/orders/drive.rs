@@ -352,6 +352,8 @@ impl Orders {
                     );
                     return Ok(Some(DriveEnd::NotOwner));
                 }
+                // Saga steps carry no idempotency key.
+                Err(ChangeError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
                 Err(ChangeError::Query(e)) => return Err(e.into()),
             }
         }

@@ -25,6 +25,7 @@ use crate::actors::serial::{ActorError, SerialPool};
 use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::config::{CaptureMode, Settings};
+use crate::db::idempotency::Binding;
 use crate::db::orders::{self as orders_db, OrderChange, OrderEventRow, RefundRow};
 use crate::db::{Database, DbError};
 use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
@@ -55,6 +56,9 @@ pub enum OrdersError {
     RefundExceedsCaptured { refundable: i64 },
     #[error("{0}")]
     Conflict(String),
+    /// The request's idempotency key was taken over by a retry of it.
+    #[error("the idempotency key is in use by a retry of this request")]
+    IdempotencyKeyInUse,
     #[error("the order's actor is overloaded")]
     Overloaded,
     #[error("orders unavailable: {0}")]
@@ -248,15 +252,21 @@ impl Orders {
         order_id: &str,
         actor: Actor,
         command: Command,
+        idempotency: Option<Binding>,
     ) -> Result<CommandResult, OrdersError> {
         let this = self.clone();
         let id = order_id.to_owned();
         self.inner
             .actors
             .run(order_id, move |()| {
-                let (this, id, actor, command) =
-                    (this.clone(), id.clone(), actor.clone(), command.clone());
-                async move { ((), this.apply_command(&id, &actor, command).await) }
+                let (this, id, actor, command, key) = (
+                    this.clone(),
+                    id.clone(),
+                    actor.clone(),
+                    command.clone(),
+                    idempotency.clone(),
+                );
+                async move { ((), this.apply_command(&id, &actor, command, key).await) }
             })
             .await?
     }
@@ -278,6 +288,7 @@ impl Orders {
             saga: views::saga_columns(&loaded.progress, None, now),
             step: None,
             lease: None,
+            idempotency: None,
         };
         change.saga.current_step = None;
         change

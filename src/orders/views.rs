@@ -294,6 +294,14 @@ impl Orders {
             .ok_or(OrdersError::NotFound)
     }
 
+    pub async fn refund(&self, refund_id: &str) -> Result<RefundView, OrdersError> {
+        let mut conn = self.inner.db.conn().await?;
+        let row = orders_db::find_refund(&mut conn, refund_id)
+            .await?
+            .ok_or(OrdersError::NotFound)?;
+        Ok(RefundView::from(row))
+    }
+
     pub async fn view(&self, order_id: &str) -> Result<OrderView, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
         let row = orders_db::find(&mut conn, order_id)

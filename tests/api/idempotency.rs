@@ -1,0 +1,339 @@
+//! `Idempotency-Key` (api.md, Idempotency): a retried request has its
+//! effect once and gets the first answer again.
+
+use serde_json::{json, Value};
+
+use crate::support::app::{read, Reply};
+use crate::support::shop::order_id_of;
+use crate::support::{Backend, TestApp};
+use crate::{backend_test, both_backends};
+
+async fn keyed(app: &TestApp, path: &str, body: Option<Value>, token: &str, key: &str) -> Reply {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    read(request.send().await.expect("request failed")).await
+}
+
+fn order_body(sku: &str, quantity: i64) -> Value {
+    json!({"items": [{"sku": sku, "quantity": quantity}], "payment": {"token": "tok_ok"}})
+}
+
+async fn order_count(app: &TestApp, token: &str) -> usize {
+    let reply = app.get("/api/v1/orders", Some(token)).await;
+    reply.assert_status(200);
+    reply.body["items"].as_array().expect("items").len()
+}
+
+fn replayed(reply: &Reply) -> bool {
+    reply.header("idempotent-replayed") == Some("true")
+}
+
+backend_test!(
+    async fn a_checkout_sent_three_times_makes_one_order_and_one_charge(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "IDEM-1", 1500, 10).await;
+        let alice = app.customer_token().await;
+        let cart = app.cart_with(&alice, &[("IDEM-1", 2)]).await;
+        let path = format!("/api/v1/carts/{cart}/checkout");
+        let body = json!({"payment": {"token": "tok_ok"}});
+
+        let first = keyed(&app, &path, Some(body.clone()), &alice, "checkout-1").await;
+        first.assert_status(201);
+        assert!(!replayed(&first), "the first answer is not a replay");
+        let order = order_id_of(&first);
+        for _ in 0..2 {
+            let again = keyed(&app, &path, Some(body.clone()), &alice, "checkout-1").await;
+            again.assert_status(201);
+            assert!(replayed(&again), "a retry is marked as replayed");
+            assert_eq!(again.text, first.text, "the same answer, byte for byte");
+            assert_eq!(again.header("location"), first.header("location"));
+            assert_eq!(again.header("content-type"), first.header("content-type"));
+        }
+        assert_eq!(app.sandbox().charges(&order), 1);
+        assert_eq!(order_count(&app, &alice).await, 1);
+        assert_eq!(app.stock(&admin, "IDEM-1").await, (8, 0));
+
+        // Another body under the same key is a client bug: 422, no effect.
+        let other = json!({"payment": {"token": "tok_declined"}});
+        keyed(&app, &path, Some(other), &alice, "checkout-1")
+            .await
+            .assert_error(422, "idempotency_key_reused");
+        // So is the same key on another route.
+        keyed(&app, "/api/v1/orders", Some(order_body("IDEM-1", 1)), &alice, "checkout-1")
+            .await
+            .assert_error(422, "idempotency_key_reused");
+        assert_eq!(order_count(&app, &alice).await, 1);
+    }
+);
+
+backend_test!(
+    async fn ten_concurrent_copies_run_once(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "IDEM-2", 700, 50).await;
+        let alice = app.customer_token().await;
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let (client, url, token) = (app.client.clone(), app.url("/api/v1/orders"), alice.clone());
+            tasks.push(tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", "burst")
+                    .json(&order_body("IDEM-2", 3))
+                    .send()
+                    .await
+                    .expect("request failed");
+                read(response).await
+            }));
+        }
+        let mut fresh = Vec::new();
+        let mut replays = Vec::new();
+        for task in tasks {
+            let reply = task.await.unwrap();
+            match reply.status.as_u16() {
+                201 if replayed(&reply) => replays.push(reply),
+                201 => fresh.push(reply),
+                409 => assert_eq!(reply.error_code(), "idempotency_key_in_use"),
+                other => panic!("unexpected {other}: {}", reply.text),
+            }
+        }
+        assert_eq!(fresh.len(), 1, "exactly one copy runs");
+        let order = order_id_of(&fresh[0]);
+        for reply in &replays {
+            assert_eq!(reply.text, fresh[0].text);
+        }
+        assert_eq!(order_count(&app, &alice).await, 1);
+        assert_eq!(app.sandbox().charges(&order), 1);
+        assert_eq!(app.stock(&admin, "IDEM-2").await, (47, 0));
+        // Once the first has answered, every copy is a replay.
+        let late = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-2", 3)), &alice, "burst").await;
+        late.assert_status(201);
+        assert!(replayed(&late));
+    }
+);
+
+backend_test!(
+    async fn refusals_before_any_effect_are_not_stored_but_outcomes_are(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "IDEM-3", 100, 1).await;
+        let alice = app.customer_token().await;
+
+        // 422 validation: nothing happened, the key stays free.
+        keyed(&app, "/api/v1/orders", Some(order_body("IDEM-3", 0)), &alice, "k-1")
+            .await
+            .assert_error(422, "validation_failed");
+        // 422 for an unknown product happens before any effect too.
+        keyed(&app, "/api/v1/orders", Some(order_body("NO-SUCH", 1)), &alice, "k-1")
+            .await
+            .assert_error(422, "validation_failed");
+        let placed = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-3", 1)), &alice, "k-1").await;
+        placed.assert_status(201);
+        assert!(!replayed(&placed));
+
+        // Out of stock records a rejected order: that answer is kept.
+        let rejected = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-3", 1)), &alice, "k-2").await;
+        rejected.assert_error(409, "out_of_stock");
+        let again = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-3", 1)), &alice, "k-2").await;
+        again.assert_error(409, "out_of_stock");
+        assert!(replayed(&again));
+        assert_eq!(again.text, rejected.text);
+
+        // A declined payment is an outcome as well.
+        let body = json!({"items": [{"sku": "IDEM-3", "quantity": 1}], "payment": {"token": "tok_declined"}});
+        app.post("/api/v1/inventory/IDEM-3/restock", json!({"quantity": 1}), Some(&admin))
+            .await
+            .assert_status(200);
+        let declined = keyed(&app, "/api/v1/orders", Some(body.clone()), &alice, "k-3").await;
+        declined.assert_error(402, "payment_declined");
+        let again = keyed(&app, "/api/v1/orders", Some(body), &alice, "k-3").await;
+        again.assert_error(402, "payment_declined");
+        assert!(replayed(&again));
+        assert_eq!(order_count(&app, &alice).await, 3);
+    }
+);
+
+backend_test!(
+    async fn keys_are_scoped_per_user_and_checked(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "IDEM-4", 100, 10).await;
+        let alice = app.customer_token().await;
+        let bob = app.customer_token().await;
+        let a = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-4", 1)), &alice, "shared").await;
+        let b = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-4", 1)), &bob, "shared").await;
+        a.assert_status(201);
+        b.assert_status(201);
+        assert!(!replayed(&b), "another user's key is not mine");
+        assert_ne!(order_id_of(&a), order_id_of(&b));
+
+        for bad in ["", "has space", &"k".repeat(256)] {
+            keyed(&app, "/api/v1/orders", Some(order_body("IDEM-4", 1)), &alice, bad)
+                .await
+                .assert_error(422, "validation_failed");
+        }
+        assert_eq!(order_count(&app, &alice).await, 1);
+        // The longest key is fine.
+        keyed(&app, "/api/v1/orders", Some(order_body("IDEM-4", 1)), &alice, &"k".repeat(255))
+            .await
+            .assert_status(201);
+    }
+);
+
+backend_test!(
+    async fn refunds_and_cancels_under_a_key_happen_once(app) {
+        let admin = app.admin_token().await;
+        app.create_product(&admin, "IDEM-5", 1000, 10).await;
+        let alice = app.customer_token().await;
+        let paid = app.place_order(&alice, &[("IDEM-5", 2)], "tok_ok").await;
+        paid.assert_status(201);
+        let order = order_id_of(&paid);
+
+        let path = format!("/api/v1/orders/{order}/refunds");
+        let body = json!({"amount": 500, "reason": "scratched"});
+        let first = keyed(&app, &path, Some(body.clone()), &admin, "refund-1").await;
+        first.assert_status(201);
+        let again = keyed(&app, &path, Some(body.clone()), &admin, "refund-1").await;
+        again.assert_status(201);
+        assert!(replayed(&again));
+        assert_eq!(again.body["id"], first.body["id"]);
+        keyed(&app, &path, Some(json!({"amount": 600})), &admin, "refund-1")
+            .await
+            .assert_error(422, "idempotency_key_reused");
+        let view = app.get(&format!("/api/v1/orders/{order}"), Some(&admin)).await;
+        assert_eq!(view.body["payment"]["refunded"], 500);
+
+        let cancel = format!("/api/v1/orders/{order}/cancel");
+        let first = keyed(&app, &cancel, None, &alice, "cancel-1").await;
+        first.assert_status(200);
+        assert_eq!(first.body["status"], "cancelled");
+        let again = keyed(&app, &cancel, None, &alice, "cancel-1").await;
+        again.assert_status(200);
+        assert!(replayed(&again));
+        assert_eq!(again.text, first.text);
+        let view = app.get(&format!("/api/v1/orders/{order}"), Some(&admin)).await;
+        assert_eq!(view.body["payment"]["refunded"], 2000, "refunded in full, once");
+        assert_eq!(app.stock(&admin, "IDEM-5").await, (10, 0));
+    }
+);
+
+/// The process dies after the order is recorded but before its answer is:
+/// the key is left running, bound to the order. A retry after the lock runs
+/// out answers from that order instead of placing (and charging) again.
+async fn a_crash_between_effect_and_answer_does_not_charge_twice(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.idempotency.lock_ttl_s = 6).await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "IDEM-6", 900, 10).await;
+    let alice = app.customer_token().await;
+    let body = order_body("IDEM-6", 1);
+    let first = keyed(&app, "/api/v1/orders", Some(body.clone()), &alice, "crash-1").await;
+    first.assert_status(201);
+    let order = order_id_of(&first);
+
+    // Put the key back as a crash leaves it: running, answer unrecorded,
+    // lock out, resource bound by the order's own transaction.
+    let db = app.database().await;
+    let mut conn = db.conn().await.unwrap();
+    let bound: Vec<(Option<String>, Option<String>)> = orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use orderflow::db::schema::idempotency_keys as k;
+        diesel::update(k::table.filter(k::key.eq("crash-1")))
+            .set((
+                k::state.eq("running"),
+                k::response_status.eq(None::<i32>),
+                k::response_body.eq(None::<String>),
+                k::locked_until.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)),
+            ))
+            .execute(c)
+            .await
+            .unwrap();
+        k::table
+            .select((k::resource_type, k::resource_id))
+            .filter(k::key.eq("crash-1"))
+            .load(c)
+            .await
+    })
+    .unwrap();
+    assert_eq!(bound, vec![(Some("order".to_owned()), Some(order.clone()))]);
+    drop(conn);
+
+    let retry = keyed(&app, "/api/v1/orders", Some(body.clone()), &alice, "crash-1").await;
+    retry.assert_status(201);
+    assert_eq!(order_id_of(&retry), order, "answered from the order, not a new one");
+    assert_eq!(order_count(&app, &alice).await, 1);
+    assert_eq!(app.sandbox().charges(&order), 1);
+    // And that answer is now the stored one.
+    let again = keyed(&app, "/api/v1/orders", Some(body), &alice, "crash-1").await;
+    assert!(replayed(&again));
+    assert_eq!(order_id_of(&again), order);
+}
+
+/// A key whose first request is still running (lock not out) is in use;
+/// expired keys are forgotten: the key can then name a new request.
+async fn in_use_and_expired_keys(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.idempotency.purge_interval_s = 1).await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "IDEM-7", 900, 10).await;
+    let alice = app.customer_token().await;
+    let first = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 1)), &alice, "old").await;
+    first.assert_status(201);
+
+    let db = app.database().await;
+    let mut conn = db.conn().await.unwrap();
+    // Running, lock still held: 409.
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use orderflow::db::schema::idempotency_keys as k;
+        diesel::update(k::table.filter(k::key.eq("old")))
+            .set((
+                k::state.eq("running"),
+                k::locked_until.eq(chrono::Utc::now().naive_utc() + chrono::Duration::seconds(60)),
+            ))
+            .execute(c)
+            .await
+    })
+    .unwrap();
+    keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 1)), &alice, "old")
+        .await
+        .assert_error(409, "idempotency_key_in_use");
+
+    // Past its 24 hours: purged, and the key is free for another request.
+    let expired = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use orderflow::db::schema::idempotency_keys as k;
+        diesel::update(k::table.filter(k::key.eq("old")))
+            .set(k::expires_at.eq(expired))
+            .execute(c)
+            .await
+    })
+    .unwrap();
+    crate::support::process::eventually("the expired key is purged", std::time::Duration::from_secs(10), || {
+        let db = db.clone();
+        async move {
+            let mut conn = db.conn().await.unwrap();
+            let left: i64 = orderflow::with_conn!(&mut conn, |c| {
+                use diesel::prelude::*;
+                use diesel_async::RunQueryDsl;
+                use orderflow::db::schema::idempotency_keys as k;
+                k::table.count().get_result(c).await
+            })
+            .unwrap();
+            left == 0
+        }
+    })
+    .await;
+    let other = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 2)), &alice, "old").await;
+    other.assert_status(201);
+    assert!(!replayed(&other));
+    assert_eq!(order_count(&app, &alice).await, 2);
+}
+
+both_backends!(a_crash_between_effect_and_answer_does_not_charge_twice, in_use_and_expired_keys);
