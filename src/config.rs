@@ -183,6 +183,12 @@ pub struct RateLimitSettings {
     /// Failed logins allowed per client IP within `login_window_s`.
     pub login_failures_per_ip: u32,
     pub login_window_s: u64,
+    /// Writes (POST, PUT, PATCH, DELETE) one user may send per
+    /// `writes_window_s`; 0: no per-user limit.
+    pub writes_per_user: u32,
+    /// Writes one client IP may send per `writes_window_s`; 0: no limit.
+    pub writes_per_ip: u32,
+    pub writes_window_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,8 +493,8 @@ impl Settings {
                 bail!("payments.provider = \"paypal\" needs payments.paypal.base_url, client_id and client_secret");
             }
         }
-        if self.rate_limits.login_window_s == 0 {
-            bail!("rate_limits.login_window_s must be at least 1");
+        if self.rate_limits.login_window_s == 0 || self.rate_limits.writes_window_s == 0 {
+            bail!("rate_limits.login_window_s and rate_limits.writes_window_s must be at least 1");
         }
         if self.auth.bootstrap_admin_email.is_some() != self.auth.bootstrap_admin_password.is_some()
         {

@@ -211,7 +211,13 @@ impl Idempotency {
     /// replay; a refusal is stored only if the effect happened (a resource
     /// is bound), otherwise the key is forgotten; a server error stores
     /// nothing and unlocks the key, so that a retry can go on at once.
-    pub async fn finish(&self, binding: &Binding, status: u16, headers: &[(String, String)], body: &str) {
+    pub async fn finish(
+        &self,
+        binding: &Binding,
+        status: u16,
+        headers: &[(String, String)],
+        body: &str,
+    ) {
         if let Err(e) = self.try_finish(binding, status, headers, body).await {
             // The key stays locked until `lock_ttl`; a retry then takes it
             // over and answers from the bound resource, if any.

@@ -23,7 +23,6 @@ use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::health::HealthMonitor;
-use crate::idempotency::Idempotency;
 use crate::http;
 use crate::http::admission::Admission;
 use crate::http::errors::envelope_fallback;
@@ -31,6 +30,8 @@ use crate::http::extract::BodyLimit;
 use crate::http::integrations::StoqSecret;
 use crate::http::orders::CheckoutWait;
 use crate::http::request_telemetry::RequestTelemetry;
+use crate::http::write_limits::WriteLimits;
+use crate::idempotency::Idempotency;
 use crate::orders::Orders;
 use crate::payments::Payments;
 use crate::redis_conn::RedisConn;
@@ -114,6 +115,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let admission = Admission::new(settings.http.max_in_flight());
+        let write_limits = WriteLimits::new(&settings.rate_limits, tokens.clone(), redis.clone());
         let body_limit = BodyLimit(settings.http.body_limit_bytes);
         let accounts = web::Data::new(accounts);
         let tokens = web::Data::new(tokens);
@@ -128,6 +130,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(envelope_fallback))
+                .wrap(write_limits.clone())
                 .wrap(admission.clone())
                 .wrap(RequestTelemetry)
                 .app_data(web::Data::new(body_limit))

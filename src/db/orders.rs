@@ -11,11 +11,11 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+use super::idempotency::Binding;
 use super::outbox::NewOutboxRow;
 use super::schema::{
     carts, order_events, order_items, orders, outbox, payments, refunds, saga_steps, sagas,
 };
-use super::idempotency::Binding;
 use super::DbConn;
 use crate::{bind_idempotency_key, with_conn};
 

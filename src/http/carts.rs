@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
 use super::extract::{Json, OptionalJson};
-use super::identity::AuthUser;
 use super::idempotency::{once, IdempotencyKey};
+use super::identity::AuthUser;
 use super::orders::{
     parse_payment, placement, respond_with_saga, CheckoutWait, PaymentBody, Placement,
 };

@@ -18,6 +18,7 @@ pub mod products;
 pub mod request_telemetry;
 pub mod sagas;
 pub mod users;
+pub mod write_limits;
 
 use actix_web::web;
 

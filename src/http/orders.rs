@@ -14,12 +14,12 @@ use super::extract::{Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::{AdminUser, AuthUser};
 use super::pagination::{Page, PageQuery};
+use crate::db::idempotency::Binding;
 use crate::db::orders::OrderFilter;
 use crate::domain::inventory::Sku;
 use crate::domain::order::{parse_quantity, OrderStatus};
 use crate::domain::product::MAX_AMOUNT;
 use crate::domain::FieldError;
-use crate::db::idempotency::Binding;
 use crate::idempotency::{Claim, Resource};
 use crate::orders::{Actor, Command, CommandResult, LineInput, Orders, PaymentInput, PlaceOrder};
 
@@ -420,7 +420,14 @@ pub async fn deliver(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&path)?;
-    run(&orders, &id, Actor::Admin(admin.0.id), Command::Deliver, None).await
+    run(
+        &orders,
+        &id,
+        Actor::Admin(admin.0.id),
+        Command::Deliver,
+        None,
+    )
+    .await
 }
 
 pub async fn refund(

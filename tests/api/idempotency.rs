@@ -230,7 +230,14 @@ async fn a_crash_between_effect_and_answer_does_not_charge_twice(backend: Backen
     app.create_product(&admin, "IDEM-6", 900, 10).await;
     let alice = app.customer_token().await;
     let body = order_body("IDEM-6", 1);
-    let first = keyed(&app, "/api/v1/orders", Some(body.clone()), &alice, "crash-1").await;
+    let first = keyed(
+        &app,
+        "/api/v1/orders",
+        Some(body.clone()),
+        &alice,
+        "crash-1",
+    )
+    .await;
     first.assert_status(201);
     let order = order_id_of(&first);
 
@@ -262,9 +269,20 @@ async fn a_crash_between_effect_and_answer_does_not_charge_twice(backend: Backen
     assert_eq!(bound, vec![(Some("order".to_owned()), Some(order.clone()))]);
     drop(conn);
 
-    let retry = keyed(&app, "/api/v1/orders", Some(body.clone()), &alice, "crash-1").await;
+    let retry = keyed(
+        &app,
+        "/api/v1/orders",
+        Some(body.clone()),
+        &alice,
+        "crash-1",
+    )
+    .await;
     retry.assert_status(201);
-    assert_eq!(order_id_of(&retry), order, "answered from the order, not a new one");
+    assert_eq!(
+        order_id_of(&retry),
+        order,
+        "answered from the order, not a new one"
+    );
     assert_eq!(order_count(&app, &alice).await, 1);
     assert_eq!(app.sandbox().charges(&order), 1);
     // And that answer is now the stored one.
@@ -280,7 +298,14 @@ async fn in_use_and_expired_keys(backend: Backend) {
     let admin = app.admin_token().await;
     app.create_product(&admin, "IDEM-7", 900, 10).await;
     let alice = app.customer_token().await;
-    let first = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 1)), &alice, "old").await;
+    let first = keyed(
+        &app,
+        "/api/v1/orders",
+        Some(order_body("IDEM-7", 1)),
+        &alice,
+        "old",
+    )
+    .await;
     first.assert_status(201);
 
     let db = app.database().await;
@@ -299,9 +324,15 @@ async fn in_use_and_expired_keys(backend: Backend) {
             .await
     })
     .unwrap();
-    keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 1)), &alice, "old")
-        .await
-        .assert_error(409, "idempotency_key_in_use");
+    keyed(
+        &app,
+        "/api/v1/orders",
+        Some(order_body("IDEM-7", 1)),
+        &alice,
+        "old",
+    )
+    .await
+    .assert_error(409, "idempotency_key_in_use");
 
     // Past its 24 hours: purged, and the key is free for another request.
     let expired = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
@@ -315,25 +346,39 @@ async fn in_use_and_expired_keys(backend: Backend) {
             .await
     })
     .unwrap();
-    crate::support::process::eventually("the expired key is purged", std::time::Duration::from_secs(10), || {
-        let db = db.clone();
-        async move {
-            let mut conn = db.conn().await.unwrap();
-            let left: i64 = orderflow::with_conn!(&mut conn, |c| {
-                use diesel::prelude::*;
-                use diesel_async::RunQueryDsl;
-                use orderflow::db::schema::idempotency_keys as k;
-                k::table.count().get_result(c).await
-            })
-            .unwrap();
-            left == 0
-        }
-    })
+    crate::support::process::eventually(
+        "the expired key is purged",
+        std::time::Duration::from_secs(10),
+        || {
+            let db = db.clone();
+            async move {
+                let mut conn = db.conn().await.unwrap();
+                let left: i64 = orderflow::with_conn!(&mut conn, |c| {
+                    use diesel::prelude::*;
+                    use diesel_async::RunQueryDsl;
+                    use orderflow::db::schema::idempotency_keys as k;
+                    k::table.count().get_result(c).await
+                })
+                .unwrap();
+                left == 0
+            }
+        },
+    )
     .await;
-    let other = keyed(&app, "/api/v1/orders", Some(order_body("IDEM-7", 2)), &alice, "old").await;
+    let other = keyed(
+        &app,
+        "/api/v1/orders",
+        Some(order_body("IDEM-7", 2)),
+        &alice,
+        "old",
+    )
+    .await;
     other.assert_status(201);
     assert!(!replayed(&other));
     assert_eq!(order_count(&app, &alice).await, 2);
 }
 
-both_backends!(a_crash_between_effect_and_answer_does_not_charge_twice, in_use_and_expired_keys);
+both_backends!(
+    a_crash_between_effect_and_answer_does_not_charge_twice,
+    in_use_and_expired_keys
+);

@@ -21,3 +21,4 @@ mod processes;
 mod stoq;
 mod two_processes;
 mod users;
+mod write_limits;
