@@ -87,7 +87,13 @@ async fn create_user(settings: Settings, args: CreateUser) -> anyhow::Result<()>
     let db = Database::connect(&settings.database)?;
     db.migrate().await?;
     let tokens = TokenService::new(&settings.auth.jwt_secret, settings.auth.token_ttl_s);
-    let accounts = Accounts::new(db, tokens, &settings.rate_limits, None);
+    let accounts = Accounts::new(
+        db,
+        tokens,
+        &settings.rate_limits,
+        std::time::Duration::ZERO,
+        None,
+    );
     let role = if args.admin {
         Role::Admin
     } else {

@@ -173,6 +173,9 @@ pub struct AuthSettings {
     pub token_ttl_s: u64,
     pub bootstrap_admin_email: Option<String>,
     pub bootstrap_admin_password: Option<SecretString>,
+    /// How long a token's account is known to exist (and its role) before
+    /// it is checked again; a deleted user's token is refused within it.
+    pub account_check_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -67,6 +67,7 @@ impl Application {
             db.clone(),
             tokens.clone(),
             &settings.rate_limits,
+            Duration::from_millis(settings.auth.account_check_ttl_ms),
             redis.clone(),
         );
         accounts.ensure_bootstrap_admin(&settings.auth).await?;

@@ -9,9 +9,11 @@
 //! Rate-limit keys are hashed, so no email address is stored in Redis.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use dashmap::DashMap;
 use uuid::Uuid;
 
 use super::password;
@@ -55,13 +57,20 @@ pub struct Accounts {
     tokens: TokenService,
     failures_by_email: RateLimiter,
     failures_by_ip: RateLimiter,
+    /// Recently confirmed accounts and their roles (see [`Accounts::role_now`]).
+    confirmed: Arc<DashMap<Uuid, (Role, Instant)>>,
+    confirm_ttl: Duration,
 }
+
+/// Past this many confirmed accounts, stale ones are swept.
+const CONFIRMED_SWEEP_AT: usize = 100_000;
 
 impl Accounts {
     pub fn new(
         db: Database,
         tokens: TokenService,
         limits: &RateLimitSettings,
+        confirm_ttl: Duration,
         redis: Option<RedisConn>,
     ) -> Accounts {
         let window = Duration::from_secs(limits.login_window_s);
@@ -79,7 +88,38 @@ impl Accounts {
                 quota(limits.login_failures_per_ip),
                 redis,
             ),
+            confirmed: Arc::default(),
+            confirm_ttl,
         }
+    }
+
+    /// The role the account `id` has now, or `None` when it no longer
+    /// exists: a valid token of a deleted user is refused, and a changed
+    /// role counts, not the one in the token. Confirmations are kept for
+    /// `auth.account_check_ttl_ms`, so a deletion takes effect within it.
+    pub async fn role_now(&self, id: Uuid) -> Result<Option<Role>, AccountError> {
+        let now = Instant::now();
+        if let Some(entry) = self.confirmed.get(&id) {
+            let (role, at) = *entry;
+            if now.duration_since(at) < self.confirm_ttl {
+                return Ok(Some(role));
+            }
+        }
+        let role = self.find(id).await?.map(|user| user.role);
+        match role {
+            Some(role) if !self.confirm_ttl.is_zero() => {
+                if self.confirmed.len() >= CONFIRMED_SWEEP_AT {
+                    let ttl = self.confirm_ttl;
+                    self.confirmed
+                        .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                }
+                self.confirmed.insert(id, (role, now));
+            }
+            _ => {
+                self.confirmed.remove(&id);
+            }
+        }
+        Ok(role)
     }
 
     pub async fn register(

@@ -1,17 +1,17 @@
 //! Who is calling: bearer-token extractors.
 //!
-//! [`AuthUser`] accepts any valid access token (401 otherwise); [`AdminUser`]
-//! also requires the admin role (403 otherwise). Verification is local (the
-//! signature and expiry); handlers that need the account itself load it.
-
-use std::future::{ready, Ready};
+//! [`AuthUser`] accepts a valid access token (signature, algorithm, expiry)
+//! whose account still exists (401 otherwise), with the account's current
+//! role; [`AdminUser`] also requires the admin role (403 otherwise).
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::errors::ApiError;
+use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
 use crate::domain::user::Role;
 
@@ -32,40 +32,50 @@ pub struct AdminUser(pub AuthUser);
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        Box::pin(authenticate(req.clone()))
     }
 }
 
 impl FromRequest for AdminUser {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req).and_then(|user| {
+        let user = authenticate(req.clone());
+        Box::pin(async move {
+            let user = user.await?;
             if user.is_admin() {
                 Ok(AdminUser(user))
             } else {
                 Err(ApiError::Forbidden)
             }
-        }))
+        })
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+async fn authenticate(req: HttpRequest) -> Result<AuthUser, ApiError> {
+    let missing = |what| ApiError::Internal(anyhow::anyhow!("{what} missing from app data"));
     let tokens = req
         .app_data::<web::Data<TokenService>>()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("TokenService missing from app data")))?;
-    let token = bearer_token(req).ok_or(ApiError::Unauthorized)?;
+        .ok_or_else(|| missing("TokenService"))?;
+    let accounts = req
+        .app_data::<web::Data<Accounts>>()
+        .ok_or_else(|| missing("Accounts"))?;
+    let token = bearer_token(&req).ok_or(ApiError::Unauthorized)?;
     let claims = tokens.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "rejected access token");
         ApiError::Unauthorized
     })?;
+    let role = accounts.role_now(claims.sub).await?.ok_or_else(|| {
+        tracing::debug!(user.id = %claims.sub, "token of an account that does not exist");
+        ApiError::Unauthorized
+    })?;
     Ok(AuthUser {
         id: claims.sub,
-        role: claims.role,
+        role,
     })
 }
 

@@ -231,6 +231,53 @@ backend_test! {
             &claims(&uuid::Uuid::now_v7().to_string(), "customer", now, now + 600),
             &EncodingKey::from_secret(orderflow::config::DEVELOPMENT_JWT_SECRET.as_bytes()),
         ).unwrap();
-        app.get("/api/v1/users/me", Some(&token)).await.assert_error(401, "unauthorized");
+        for path in ["/api/v1/users/me", "/api/v1/orders", "/api/v1/sagas"] {
+            app.get(path, Some(&token)).await.assert_error(401, "unauthorized");
+        }
+        app.post("/api/v1/carts", json!({}), Some(&token)).await.assert_error(401, "unauthorized");
     }
 }
+
+/// A genuine token outlives neither its account nor a change of its role.
+async fn deleted_and_demoted_accounts_lose_their_tokens(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.auth.account_check_ttl_ms = 0).await;
+    let customer = app.customer_token().await;
+    let me = app.get("/api/v1/users/me", Some(&customer)).await;
+    me.assert_status(200);
+    app.get("/api/v1/orders", Some(&customer))
+        .await
+        .assert_status(200);
+    let admin = app.admin_token().await;
+    app.get("/api/v1/users", Some(&admin))
+        .await
+        .assert_status(200);
+
+    let id = me.body["id"].as_str().unwrap().to_owned();
+    let db = app.database().await;
+    let mut conn = db.conn().await.unwrap();
+    for sql in [
+        format!("DELETE FROM users WHERE id = '{id}'"),
+        format!("UPDATE users SET role = 'customer' WHERE email = '{ADMIN_EMAIL}'"),
+    ] {
+        orderflow::with_conn!(&mut conn, |c| {
+            use diesel_async::RunQueryDsl;
+            diesel::sql_query(sql).execute(c).await
+        })
+        .unwrap();
+    }
+    app.get("/api/v1/orders", Some(&customer))
+        .await
+        .assert_error(401, "unauthorized");
+    app.post("/api/v1/carts", json!({}), Some(&customer))
+        .await
+        .assert_error(401, "unauthorized");
+    // The demoted admin's token still says "admin"; the account does not.
+    app.get("/api/v1/users", Some(&admin))
+        .await
+        .assert_error(403, "forbidden");
+    app.get("/api/v1/users/me", Some(&admin))
+        .await
+        .assert_status(200);
+}
+
+crate::both_backends!(deleted_and_demoted_accounts_lose_their_tokens);
