@@ -7,6 +7,7 @@
 //! [`InventoryError::Overloaded`], never a queue without end and never a hang.
 
 mod inventory_sku;
+pub mod mailbox;
 pub mod registry;
 pub mod serial;
 pub mod sku_batch;
@@ -26,6 +27,7 @@ use crate::db::events::NewEventRow;
 use crate::db::{inventory as inventory_db, Database};
 use crate::domain::inventory::{Reservation, Sku, StockError, StockOp, StockOutcome};
 use inventory_sku::{SkuActor, SkuMessage, SkuReply, SkuRequest};
+use mailbox::Mailboxes;
 use registry::{ArbiterPool, Registry};
 
 pub use inventory_sku::SkuSnapshot;
@@ -106,6 +108,7 @@ struct InventoryInner {
     db: Database,
     cache: ProductCache,
     registry: Registry<SkuActor>,
+    mailboxes: Mailboxes,
     mailbox_capacity: usize,
     idle_timeout: Duration,
     reservation_ttl: chrono::Duration,
@@ -127,6 +130,7 @@ impl Inventory {
                 db,
                 cache,
                 registry: Registry::new(KIND_SKU, pool),
+                mailboxes: Mailboxes::new(actors.mailbox_capacity),
                 mailbox_capacity: actors.mailbox_capacity,
                 idle_timeout: Duration::from_secs(actors.idle_timeout_s),
                 // Bounded by validation; clamped here too so no setting can
@@ -271,6 +275,10 @@ impl Inventory {
         request: SkuRequest,
         wait: bool,
     ) -> Result<Option<SkuReply>, InventoryError> {
+        let Some(_slot) = self.inner.mailboxes.take(sku) else {
+            metrics::counter!("actor_mailbox_rejections_total", "kind" => KIND_SKU).increment(1);
+            return Err(InventoryError::Overloaded);
+        };
         let _depth = DepthGuard::new();
         for _ in 0..SEND_ATTEMPTS {
             let (tx, rx) = oneshot::channel();

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::mailbox::Mailboxes;
 use actix::dev::SendError;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
     WrapFuture,
 };
-use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
@@ -87,7 +87,7 @@ pub struct SerialPool<S: Default + Send + Unpin + 'static> {
     capacity: usize,
     idle_timeout: Duration,
     /// Jobs sent and not yet finished, per id: the mailbox length.
-    pending: DashMap<String, usize>,
+    mailboxes: Mailboxes,
 }
 
 impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
@@ -102,7 +102,7 @@ impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
             registry: Registry::new(kind, pool),
             capacity,
             idle_timeout,
-            pending: DashMap::new(),
+            mailboxes: Mailboxes::new(capacity),
         }
     }
 
@@ -115,7 +115,10 @@ impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
         F: Fn(S) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = (S, R)> + Send + 'static,
     {
-        let _pending = PendingGuard::new(self, id);
+        let Some(_slot) = self.mailboxes.take(id) else {
+            metrics::counter!("actor_mailbox_rejections_total", "kind" => self.kind).increment(1);
+            return Err(ActorError::Overloaded);
+        };
         let job = Arc::new(job);
         for _ in 0..SEND_ATTEMPTS {
             let (tx, rx) = oneshot::channel();
@@ -172,35 +175,11 @@ impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
 
     /// Jobs sent to `id` and not finished, including the one running.
     pub fn mailbox_len(&self, id: &str) -> usize {
-        self.pending.get(id).map(|n| *n).unwrap_or(0)
+        self.mailboxes.len(id)
     }
 
     /// Forgets stopped actors and publishes the live count.
     pub fn prune(&self) {
         self.registry.prune();
-    }
-}
-
-struct PendingGuard<'a, S: Default + Send + Unpin + 'static> {
-    pool: &'a SerialPool<S>,
-    id: String,
-}
-
-impl<'a, S: Default + Send + Unpin + 'static> PendingGuard<'a, S> {
-    fn new(pool: &'a SerialPool<S>, id: &str) -> Self {
-        *pool.pending.entry(id.to_owned()).or_insert(0) += 1;
-        PendingGuard {
-            pool,
-            id: id.to_owned(),
-        }
-    }
-}
-
-impl<S: Default + Send + Unpin + 'static> Drop for PendingGuard<'_, S> {
-    fn drop(&mut self) {
-        self.pool.pending.remove_if_mut(&self.id, |_, n| {
-            *n -= 1;
-            *n == 0
-        });
     }
 }

@@ -16,6 +16,7 @@ mod inventory;
 mod inventory_store;
 mod ops;
 mod order_lifecycle;
+mod overload;
 mod paypal;
 mod processes;
 mod stoq;
