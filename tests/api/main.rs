@@ -11,6 +11,7 @@ mod checkout;
 mod checkout_load;
 mod crash;
 mod errors;
+mod hostile;
 mod idempotency;
 mod inventory;
 mod inventory_store;
