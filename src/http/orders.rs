@@ -333,12 +333,8 @@ async fn run(
     };
     match result {
         CommandResult::Order(view) => Ok(HttpResponse::Ok().json(view)),
-        CommandResult::Refund(refund) => Ok(HttpResponse::Created()
-            .insert_header((
-                header::LOCATION,
-                format!("/api/v1/orders/{}/refunds/{}", refund.order_id, refund.id),
-            ))
-            .json(refund)),
+        // No Location: refunds have no route of their own to point at.
+        CommandResult::Refund(refund) => Ok(HttpResponse::Created().json(refund)),
     }
 }
 
