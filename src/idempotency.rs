@@ -20,6 +20,7 @@
 //! its late effect finds the token changed and rolls back, so the effect
 //! still happens once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ use crate::db::{Database, DbError};
 
 /// The longest key api.md allows.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// Expired keys deleted per statement.
+const PURGE_BATCH: i64 = 1000;
 
 /// Counter of keyed requests by outcome: `new`, `replayed`, `resumed`,
 /// `in_use`, `reused`.
@@ -193,7 +197,13 @@ impl Idempotency {
             )
             .await?;
             if taken {
-                let resource = resource_of(&existing);
+                // Read the resource now that the key is ours: the previous
+                // holder may have bound one after `existing` was read, and
+                // with the token changed nobody can bind one any more.
+                let resource = keys_db::find(&mut conn, user_id, key)
+                    .await?
+                    .filter(|row| row.token == token)
+                    .and_then(|row| resource_of(&row));
                 count(if resource.is_some() { "resumed" } else { "new" });
                 tracing::info!(
                     idempotency.key = key,
@@ -205,6 +215,35 @@ impl Idempotency {
         }
         count("in_use");
         Err(IdempotencyError::InUse)
+    }
+
+    /// Runs `work`, renewing the key's lock every third of `lock_ttl` while
+    /// it runs, so that a request slower than the lock is not taken over.
+    pub async fn hold_while<F: Future>(&self, binding: &Binding, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        let period = (self.inner.lock_ttl / 3)
+            .to_std()
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                output = &mut work => return output,
+                _ = ticker.tick() => {
+                    // Awaited here, never dropped half-way: the work waits
+                    // for one short statement.
+                    if let Err(e) = self.renew(binding).await {
+                        tracing::warn!(error = %e, idempotency.key = %binding.key, "could not renew an idempotency key's lock");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, binding: &Binding) -> Result<bool, DbError> {
+        let mut conn = self.inner.db.conn().await?;
+        let until = Utc::now().naive_utc() + self.inner.lock_ttl;
+        Ok(keys_db::renew(&mut conn, binding, until).await?)
     }
 
     /// Records how the request of `binding` ended. A success is stored for
@@ -257,10 +296,24 @@ impl Idempotency {
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                match purge(&inner.db, Utc::now().naive_utc()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(keys = n, "purged expired idempotency keys"),
-                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                let now = Utc::now().naive_utc();
+                let mut purged = 0;
+                loop {
+                    match purge(&inner.db, now).await {
+                        Ok(n) => {
+                            purged += n;
+                            if n < PURGE_BATCH as usize {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "purging idempotency keys failed");
+                            break;
+                        }
+                    }
+                }
+                if purged > 0 {
+                    tracing::debug!(keys = purged, "purged expired idempotency keys");
                 }
             }
         });
@@ -268,7 +321,7 @@ impl Idempotency {
 }
 
 async fn purge(db: &Database, now: NaiveDateTime) -> Result<usize, DbError> {
-    Ok(keys_db::purge(&mut db.conn().await?, now).await?)
+    Ok(keys_db::purge(&mut db.conn().await?, now, PURGE_BATCH).await?)
 }
 
 fn count(outcome: &'static str) {

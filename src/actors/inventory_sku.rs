@@ -25,6 +25,7 @@ use actix::{
 use chrono::Utc;
 use tokio::sync::oneshot;
 
+use super::mailbox::Slot;
 use super::sku_batch::{self, Committed, LoadError, OpResult, RunError};
 use super::InventoryError;
 use crate::cache::ProductCache;
@@ -77,6 +78,8 @@ pub(super) struct SkuMessage {
     /// Set when the actor starts handling the message; a message dropped
     /// unhandled (its actor was stopping) is safe to send again.
     pub handled: Arc<AtomicBool>,
+    /// Its place in the bounded mailbox, given back once handled (or dropped).
+    pub _slot: Slot,
 }
 
 impl Message for SkuMessage {

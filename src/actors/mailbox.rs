@@ -3,9 +3,13 @@
 //! actix's `Addr::try_send` never reports a full mailbox: it only refuses a
 //! sender that parked itself, it never parks, and every `Addr` clone is a
 //! sender of its own. So the bound lives here: a message takes a slot of its
-//! actor before it is sent and gives it back once answered (or dropped).
+//! actor before it is sent and carries it; the slot comes back when the
+//! actor has handled the message (or the message is dropped), not when the
+//! sender stops waiting, so callers that give up cannot inflate the bound.
 //! With every slot taken, the caller is told at once (503 `overloaded`),
 //! never queued without end.
+
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -15,22 +19,22 @@ pub struct Mailboxes {
 }
 
 impl Mailboxes {
-    pub fn new(capacity: usize) -> Mailboxes {
-        Mailboxes {
+    pub fn new(capacity: usize) -> Arc<Mailboxes> {
+        Arc::new(Mailboxes {
             capacity: capacity.max(1),
             depth: DashMap::new(),
-        }
+        })
     }
 
     /// A slot in `id`'s mailbox, or `None` when it is full.
-    pub fn take(&self, id: &str) -> Option<Slot<'_>> {
+    pub fn take(self: &Arc<Self>, id: &str) -> Option<Slot> {
         let mut depth = self.depth.entry(id.to_owned()).or_insert(0);
         if *depth >= self.capacity {
             return None;
         }
         *depth += 1;
         Some(Slot {
-            mailboxes: self,
+            mailboxes: self.clone(),
             id: id.to_owned(),
         })
     }
@@ -41,13 +45,13 @@ impl Mailboxes {
     }
 }
 
-/// A taken mailbox slot; given back on drop.
-pub struct Slot<'a> {
-    mailboxes: &'a Mailboxes,
+/// A taken mailbox slot, carried by its message; given back on drop.
+pub struct Slot {
+    mailboxes: Arc<Mailboxes>,
     id: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.mailboxes.depth.remove_if_mut(&self.id, |_, n| {
             *n -= 1;

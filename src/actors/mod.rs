@@ -108,7 +108,7 @@ struct InventoryInner {
     db: Database,
     cache: ProductCache,
     registry: Registry<SkuActor>,
-    mailboxes: Mailboxes,
+    mailboxes: Arc<Mailboxes>,
     mailbox_capacity: usize,
     idle_timeout: Duration,
     reservation_ttl: chrono::Duration,
@@ -275,18 +275,20 @@ impl Inventory {
         request: SkuRequest,
         wait: bool,
     ) -> Result<Option<SkuReply>, InventoryError> {
-        let Some(_slot) = self.inner.mailboxes.take(sku) else {
-            metrics::counter!("actor_mailbox_rejections_total", "kind" => KIND_SKU).increment(1);
-            return Err(InventoryError::Overloaded);
-        };
         let _depth = DepthGuard::new();
         for _ in 0..SEND_ATTEMPTS {
+            let Some(slot) = self.inner.mailboxes.take(sku) else {
+                metrics::counter!("actor_mailbox_rejections_total", "kind" => KIND_SKU)
+                    .increment(1);
+                return Err(InventoryError::Overloaded);
+            };
             let (tx, rx) = oneshot::channel();
             let handled = Arc::new(AtomicBool::new(false));
             let message = SkuMessage {
                 request: request.clone(),
                 reply: wait.then_some(tx),
                 handled: handled.clone(),
+                _slot: slot,
             };
             let addr = self
                 .inner

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::mailbox::Mailboxes;
+use super::mailbox::{Mailboxes, Slot};
 use actix::dev::SendError;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
@@ -41,6 +41,8 @@ type Job<S> = Box<dyn FnOnce(S) -> BoxFuture<'static, S> + Send>;
 struct Run<S> {
     job: Job<S>,
     handled: Arc<AtomicBool>,
+    /// Given back when the job has run (or the message is dropped).
+    slot: Slot,
 }
 
 impl<S: 'static> Message for Run<S> {
@@ -72,11 +74,15 @@ impl<S: Default + Send + Unpin + 'static> Handler<Run<S>> for SerialActor<S> {
         message.handled.store(true, Ordering::SeqCst);
         let state = self.state.take().unwrap_or_default();
         let job = (message.job)(state);
+        let slot = message.slot;
         // Atomic: no other message (and no idle check) runs until it is done.
-        AtomicResponse::new(Box::pin(job.into_actor(self).map(|state, actor, _ctx| {
-            actor.state = Some(state);
-            actor.last_activity = Instant::now();
-        })))
+        AtomicResponse::new(Box::pin(job.into_actor(self).map(
+            move |state, actor, _ctx| {
+                drop(slot);
+                actor.state = Some(state);
+                actor.last_activity = Instant::now();
+            },
+        )))
     }
 }
 
@@ -87,7 +93,7 @@ pub struct SerialPool<S: Default + Send + Unpin + 'static> {
     capacity: usize,
     idle_timeout: Duration,
     /// Jobs sent and not yet finished, per id: the mailbox length.
-    mailboxes: Mailboxes,
+    mailboxes: Arc<Mailboxes>,
 }
 
 impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
@@ -115,16 +121,18 @@ impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
         F: Fn(S) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = (S, R)> + Send + 'static,
     {
-        let Some(_slot) = self.mailboxes.take(id) else {
-            metrics::counter!("actor_mailbox_rejections_total", "kind" => self.kind).increment(1);
-            return Err(ActorError::Overloaded);
-        };
         let job = Arc::new(job);
         for _ in 0..SEND_ATTEMPTS {
+            let Some(slot) = self.mailboxes.take(id) else {
+                metrics::counter!("actor_mailbox_rejections_total", "kind" => self.kind)
+                    .increment(1);
+                return Err(ActorError::Overloaded);
+            };
             let (tx, rx) = oneshot::channel();
             let handled = Arc::new(AtomicBool::new(false));
             let job = job.clone();
             let message = Run {
+                slot,
                 job: Box::new(move |state: S| -> BoxFuture<'static, S> {
                     Box::pin(async move {
                         let (state, result) = job(state).await;

@@ -57,9 +57,11 @@ pub struct Accounts {
     tokens: TokenService,
     failures_by_email: RateLimiter,
     failures_by_ip: RateLimiter,
-    /// Recently confirmed accounts and their roles (see [`Accounts::role_now`]).
-    confirmed: Arc<DashMap<Uuid, (Role, Instant)>>,
+    /// Recently checked accounts: their role, or `None` for one that does
+    /// not exist (see [`Accounts::role_now`]).
+    confirmed: Arc<DashMap<Uuid, (Option<Role>, Instant)>>,
     confirm_ttl: Duration,
+    last_sweep: Arc<std::sync::Mutex<Instant>>,
 }
 
 /// Past this many confirmed accounts, stale ones are swept.
@@ -90,36 +92,47 @@ impl Accounts {
             ),
             confirmed: Arc::default(),
             confirm_ttl,
+            last_sweep: Arc::new(std::sync::Mutex::new(Instant::now())),
         }
     }
 
     /// The role the account `id` has now, or `None` when it no longer
     /// exists: a valid token of a deleted user is refused, and a changed
-    /// role counts, not the one in the token. Confirmations are kept for
-    /// `auth.account_check_ttl_ms`, so a deletion takes effect within it.
+    /// role counts, not the one in the token. Answers, "no such account"
+    /// included, are kept for `auth.account_check_ttl_ms`, so a change takes
+    /// effect within it and a deleted account's token costs one query per
+    /// period, not one per request.
     pub async fn role_now(&self, id: Uuid) -> Result<Option<Role>, AccountError> {
         let now = Instant::now();
         if let Some(entry) = self.confirmed.get(&id) {
             let (role, at) = *entry;
             if now.duration_since(at) < self.confirm_ttl {
-                return Ok(Some(role));
+                return Ok(role);
             }
         }
         let role = self.find(id).await?.map(|user| user.role);
-        match role {
-            Some(role) if !self.confirm_ttl.is_zero() => {
-                if self.confirmed.len() >= CONFIRMED_SWEEP_AT {
-                    let ttl = self.confirm_ttl;
-                    self.confirmed
-                        .retain(|_, (_, at)| now.duration_since(*at) < ttl);
-                }
-                self.confirmed.insert(id, (role, now));
-            }
-            _ => {
-                self.confirmed.remove(&id);
-            }
+        if !self.confirm_ttl.is_zero() {
+            self.sweep_confirmed(now);
+            self.confirmed.insert(id, (role, now));
         }
         Ok(role)
+    }
+
+    /// Past a size, drops stale answers, at most once per TTL.
+    fn sweep_confirmed(&self, now: Instant) {
+        if self.confirmed.len() < CONFIRMED_SWEEP_AT {
+            return;
+        }
+        let ttl = self.confirm_ttl;
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(*last) < ttl {
+                return;
+            }
+            *last = now;
+        }
+        self.confirmed
+            .retain(|_, (_, at)| now.duration_since(*at) < ttl);
     }
 
     pub async fn register(

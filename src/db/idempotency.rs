@@ -157,10 +157,41 @@ pub async fn release(conn: &mut DbConn, binding: &Binding, now: NaiveDateTime) -
     })
 }
 
-/// Deletes keys past their expiry; returns how many.
-pub async fn purge(conn: &mut DbConn, now: NaiveDateTime) -> QueryResult<usize> {
+/// Keeps a running key's lock, for a request that is still at work.
+pub async fn renew(
+    conn: &mut DbConn,
+    binding: &Binding,
+    locked_until: NaiveDateTime,
+) -> QueryResult<bool> {
     with_conn!(conn, |c| {
-        diesel::delete(keys::table.filter(keys::expires_at.le(now)))
+        let updated = diesel::update(
+            keys::table
+                .find((&binding.user_id, &binding.key))
+                .filter(keys::state.eq("running"))
+                .filter(keys::token.eq(&binding.token)),
+        )
+        .set(keys::locked_until.eq(locked_until))
+        .execute(c)
+        .await?;
+        Ok(updated == 1)
+    })
+}
+
+/// Deletes about `batch` of the keys past their expiry, oldest first (all
+/// of those expiring at the same instant as the last one); returns how many.
+/// Small statements keep SQLite's single writer free for requests.
+pub async fn purge(conn: &mut DbConn, now: NaiveDateTime, batch: i64) -> QueryResult<usize> {
+    with_conn!(conn, |c| {
+        let cutoff: Option<NaiveDateTime> = keys::table
+            .filter(keys::expires_at.le(now))
+            .select(keys::expires_at)
+            .order(keys::expires_at.asc())
+            .offset(batch.max(1) - 1)
+            .limit(1)
+            .first(c)
+            .await
+            .optional()?;
+        diesel::delete(keys::table.filter(keys::expires_at.le(cutoff.unwrap_or(now))))
             .execute(c)
             .await
     })

@@ -5,15 +5,19 @@
 //! A handler validates its input first (a request refused before any effect
 //! stores nothing), then hands the effect to [`once`]. The keyed part runs
 //! in a task of its own, so a client that hangs up mid-request cannot cut
-//! it between the effect and the record of its answer.
+//! it between the effect and the record of its answer; the key's lock is
+//! renewed while it runs; a panic is answered as a 500 and gives the key
+//! back.
 
 use std::future::{ready, Future, Ready};
+use std::panic::AssertUnwindSafe;
 
 use actix_web::body::{self, BoxBody};
 use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use futures_util::FutureExt;
 use serde::Serialize;
 
 use super::errors::ApiError;
@@ -84,18 +88,25 @@ where
         .clone();
     let canonical = serde_json::to_string(body).map_err(|e| ApiError::Internal(e.into()))?;
     let print = fingerprint(req.method().as_str(), req.path(), &canonical);
-    let claim = match keys.begin(&user.id.to_string(), &key, &print).await {
-        Ok(Begin::Run(claim)) => claim,
-        Ok(Begin::Replay(answer)) => return Ok(replayed(answer)),
-        Err(IdempotencyError::InUse) => return Err(ApiError::idempotency_key_in_use()),
-        Err(IdempotencyError::Reused) => return Err(ApiError::idempotency_key_reused()),
-        Err(IdempotencyError::Db(e)) => return Err(e.into()),
-    };
+    let user_id = user.id.to_string();
+    // From taking the key to recording the answer, in a task of its own: a
+    // client that hangs up cannot leave the key taken and unanswered.
     let task = actix_web::rt::spawn(async move {
+        let claim = match keys.begin(&user_id, &key, &print).await {
+            Ok(Begin::Run(claim)) => claim,
+            Ok(Begin::Replay(answer)) => return Ok(replayed(answer)),
+            Err(IdempotencyError::InUse) => return Err(ApiError::idempotency_key_in_use()),
+            Err(IdempotencyError::Reused) => return Err(ApiError::idempotency_key_reused()),
+            Err(IdempotencyError::Db(e)) => return Err(e.into()),
+        };
         let binding = claim.binding.clone();
-        let response = match effect(Some(claim)).await {
-            Ok(response) => response,
-            Err(e) => e.error_response(),
+        let run = AssertUnwindSafe(effect(Some(claim))).catch_unwind();
+        let response = match keys.hold_while(&binding, run).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => e.error_response(),
+            // Answered as a 500 below, which gives the key back.
+            Err(_) => ApiError::Internal(anyhow::anyhow!("an idempotent request panicked"))
+                .error_response(),
         };
         let (head, body) = response.into_parts();
         let bytes = body::to_bytes(body).await.unwrap_or_default();
@@ -113,10 +124,10 @@ where
             &String::from_utf8_lossy(&bytes),
         )
         .await;
-        head.set_body(BoxBody::new(bytes))
+        Ok(head.set_body(BoxBody::new(bytes)))
     });
     task.await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("idempotent request task failed: {e}")))
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("idempotent request task failed: {e}")))?
 }
 
 /// A stored answer, sent again.

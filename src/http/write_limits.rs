@@ -4,7 +4,8 @@
 //! (`rate_limits.writes_per_user`), each per `rate_limits.writes_window_s`.
 //! Over either: 429 `rate_limited` with `Retry-After`, before the handler
 //! runs, so nothing changes. Reads are not limited here (they are cheap and
-//! cached; admission control bounds them).
+//! cached; admission control bounds them), nor are signed partner deliveries
+//! under `/api/v1/integrations/`.
 //!
 //! The budgets are GCRA in Redis when it is configured, shared by every
 //! engine process, and in-process otherwise (see [`crate::rate_limit`]).
@@ -96,11 +97,16 @@ impl WriteLimits {
     }
 }
 
+/// Signed partner deliveries (`/integrations/...`) come in bursts from one
+/// address and are authenticated by their signature; they are not limited.
+const EXEMPT: &str = "/api/v1/integrations/";
+
 fn is_limited(req: &ServiceRequest) -> bool {
     matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) && req.path().starts_with(API_PREFIX)
+        && !req.path().starts_with(EXEMPT)
 }
 
 impl<S, B> Transform<S, ServiceRequest> for WriteLimits

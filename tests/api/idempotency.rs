@@ -382,3 +382,167 @@ both_backends!(
     a_crash_between_effect_and_answer_does_not_charge_twice,
     in_use_and_expired_keys
 );
+
+/// The key's row, read below the API.
+async fn key_row(db: &orderflow::db::Database, key: &str) -> orderflow::db::idempotency::KeyRow {
+    let mut conn = db.conn().await.unwrap();
+    orderflow::db::idempotency::find(&mut conn, "user-1", key)
+        .await
+        .unwrap()
+        .expect("the key's row")
+}
+
+async fn expire_lock(db: &orderflow::db::Database, key: &str) {
+    let mut conn = db.conn().await.unwrap();
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use orderflow::db::schema::idempotency_keys as k;
+        diesel::update(k::table.filter(k::key.eq(key)))
+            .set(k::locked_until.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)))
+            .execute(c)
+            .await
+    })
+    .unwrap();
+}
+
+/// Binds `order` to the claim's key the way an effect's transaction does.
+async fn bind(
+    db: &orderflow::db::Database,
+    binding: &orderflow::db::idempotency::Binding,
+    order: &str,
+) -> bool {
+    let mut conn = db.conn().await.unwrap();
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        orderflow::bind_idempotency_key!(c, binding, "order", order)
+    })
+    .unwrap()
+}
+
+fn run_claim(begin: orderflow::idempotency::Begin) -> orderflow::idempotency::Claim {
+    match begin {
+        orderflow::idempotency::Begin::Run(claim) => claim,
+        other => panic!("expected to run, got {other:?}"),
+    }
+}
+
+/// A request whose lock ran out while it was still at work loses its key to
+/// the retry that took it over: its late effect cannot bind, its late answer
+/// is not stored; the retry's are. A takeover after the effect was bound
+/// answers from it. An expired key names a new request.
+async fn the_token_guards_every_write_of_a_key(backend: Backend) {
+    use orderflow::idempotency::{Begin, Idempotency, IdempotencyError, Resource};
+    let app = TestApp::spawn(backend).await;
+    let db = app.database().await;
+    let mut settings = crate::support::app::test_settings().idempotency;
+    settings.purge_interval_s = 3600;
+    let keys = Idempotency::start(db.clone(), &settings);
+
+    let first = run_claim(keys.begin("user-1", "slow", "print").await.unwrap());
+    assert!(matches!(
+        keys.begin("user-1", "slow", "print").await,
+        Err(IdempotencyError::InUse)
+    ));
+    expire_lock(&db, "slow").await;
+    let retry = run_claim(keys.begin("user-1", "slow", "print").await.unwrap());
+    assert_eq!(retry.resource, None);
+    assert!(
+        !bind(&db, &first.binding, "order-of-the-first").await,
+        "the first lost its key"
+    );
+    assert!(bind(&db, &retry.binding, "order-of-the-retry").await);
+    keys.finish(&first.binding, 201, &[], "first's answer")
+        .await;
+    assert_eq!(
+        key_row(&db, "slow").await.state,
+        "running",
+        "the first's late answer is not stored"
+    );
+    keys.finish(&retry.binding, 201, &[], "retry's answer")
+        .await;
+    match keys.begin("user-1", "slow", "print").await.unwrap() {
+        Begin::Replay(answer) => assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (201, "retry's answer")
+        ),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+
+    // The effect happened, the answer was never recorded (a crash): the
+    // takeover is told what the effect made.
+    let crashed = run_claim(keys.begin("user-1", "crashed", "print").await.unwrap());
+    assert!(bind(&db, &crashed.binding, "order-7").await);
+    expire_lock(&db, "crashed").await;
+    let resumed = run_claim(keys.begin("user-1", "crashed", "print").await.unwrap());
+    assert_eq!(
+        resumed.resource,
+        Some(Resource::Order("order-7".to_owned()))
+    );
+
+    // A refusal without effect forgets the key; a 5xx after the effect
+    // unlocks it for an immediate takeover.
+    let refused = run_claim(keys.begin("user-1", "refused", "print").await.unwrap());
+    keys.finish(&refused.binding, 422, &[], "{}").await;
+    run_claim(
+        keys.begin("user-1", "refused", "another print")
+            .await
+            .unwrap(),
+    );
+    let failed = run_claim(keys.begin("user-1", "failed", "print").await.unwrap());
+    assert!(bind(&db, &failed.binding, "order-8").await);
+    keys.finish(&failed.binding, 503, &[], "{}").await;
+    let after = run_claim(keys.begin("user-1", "failed", "print").await.unwrap());
+    assert_eq!(after.resource, Some(Resource::Order("order-8".to_owned())));
+
+    // Expired (and not yet purged): the key is free for another request.
+    keys.finish(&after.binding, 201, &[], "done").await;
+    let mut conn = db.conn().await.unwrap();
+    orderflow::with_conn!(&mut conn, |c| {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use orderflow::db::schema::idempotency_keys as k;
+        diesel::update(k::table.filter(k::key.eq("failed")))
+            .set(k::expires_at.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)))
+            .execute(c)
+            .await
+    })
+    .unwrap();
+    let fresh = run_claim(
+        keys.begin("user-1", "failed", "a new request")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(fresh.resource, None);
+}
+
+/// A request slower than the lock keeps its key: the lock is renewed while
+/// it runs, so a retry meanwhile is told the key is in use.
+async fn a_slow_request_keeps_its_key(backend: Backend) {
+    use orderflow::idempotency::{Idempotency, IdempotencyError};
+    let app = TestApp::spawn(backend).await;
+    let db = app.database().await;
+    let mut settings = crate::support::app::test_settings().idempotency;
+    settings.lock_ttl_s = 1;
+    let keys = Idempotency::start(db.clone(), &settings);
+    let claim = run_claim(keys.begin("user-1", "slow", "print").await.unwrap());
+    let work = keys.hold_while(
+        &claim.binding,
+        tokio::time::sleep(std::time::Duration::from_millis(2500)),
+    );
+    let retry = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+        keys.begin("user-1", "slow", "print").await
+    };
+    let ((), retried) = tokio::join!(work, retry);
+    assert!(
+        matches!(retried, Err(IdempotencyError::InUse)),
+        "{retried:?}"
+    );
+}
+
+both_backends!(
+    the_token_guards_every_write_of_a_key,
+    a_slow_request_keeps_its_key
+);
