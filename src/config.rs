@@ -301,9 +301,10 @@ pub struct PaypalSettings {
 pub struct IdempotencySettings {
     /// How long a key and its answer are kept (api.md: 24 hours).
     pub ttl_s: u64,
-    /// How long a request holds its key. A retry within it gets 409
-    /// `idempotency_key_in_use`; after it (the first request's process died)
-    /// the retry takes the key over. Longer than any request runs.
+    /// How long a request holds its key without renewing it (it renews it
+    /// every third of this while it runs). A retry meanwhile gets 409
+    /// `idempotency_key_in_use`; once it runs out (the first request's
+    /// process died) a retry takes the key over.
     pub lock_ttl_s: u64,
     /// How often expired keys are deleted.
     pub purge_interval_s: u64,
@@ -479,10 +480,9 @@ impl Settings {
         if self.idempotency.ttl_s == 0 || self.idempotency.purge_interval_s == 0 {
             bail!("idempotency.ttl_s and idempotency.purge_interval_s must be at least 1");
         }
-        if self.idempotency.lock_ttl_s.saturating_mul(1000) <= self.checkout.sync_wait_ms
-            || self.idempotency.lock_ttl_s >= self.idempotency.ttl_s
+        if self.idempotency.lock_ttl_s == 0 || self.idempotency.lock_ttl_s >= self.idempotency.ttl_s
         {
-            bail!("idempotency.lock_ttl_s must be longer than checkout.sync_wait_ms and shorter than idempotency.ttl_s");
+            bail!("idempotency.lock_ttl_s must be at least 1 and shorter than idempotency.ttl_s");
         }
         if self.payments.timeout_ms == 0 {
             bail!("payments.timeout_ms must be at least 1");

@@ -225,7 +225,7 @@ backend_test!(
 /// the key is left running, bound to the order. A retry after the lock runs
 /// out answers from that order instead of placing (and charging) again.
 async fn a_crash_between_effect_and_answer_does_not_charge_twice(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |s| s.idempotency.lock_ttl_s = 6).await;
+    let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     app.create_product(&admin, "IDEM-6", 900, 10).await;
     let alice = app.customer_token().await;
