@@ -41,13 +41,17 @@ pub struct LoadedCart {
 /// The actor's state: `None` until loaded.
 pub type CartState = Option<LoadedCart>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CartView {
+    #[schema(format = Uuid)]
     pub id: String,
+    #[schema(schema_with = crate::http::openapi::cart_status)]
     pub status: String,
     pub currency: String,
     pub items: Vec<ItemView>,
     pub subtotal: i64,
+    /// The order the cart was checked out as, once it is.
+    #[schema(format = Uuid)]
     pub order_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

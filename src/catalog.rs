@@ -31,7 +31,7 @@ impl From<diesel::result::Error> for CatalogError {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Availability {
     pub on_hand: i64,
     pub reserved: i64,
@@ -48,7 +48,7 @@ impl From<StockLevels> for Availability {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Product {
     pub sku: String,
     pub name: String,

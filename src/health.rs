@@ -18,7 +18,7 @@ use crate::telemetry::HEALTH_STATUS;
 /// A probe that has not answered in this long counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ComponentStatus {
     Up,
@@ -26,7 +26,7 @@ pub enum ComponentStatus {
     Disabled,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub database: ComponentStatus,
     pub redis: ComponentStatus,

@@ -71,7 +71,7 @@ impl StockLevels {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Reservation {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -392,7 +392,8 @@ impl SkuStock {
     }
 
     fn adjust(&mut self, delta: i64, reason: &str) -> Result<StockChange, StockError> {
-        if delta == 0 || delta.abs() > MAX_STOCK_CHANGE {
+        // Not `delta.abs()`: it overflows for i64::MIN.
+        if delta == 0 || delta.unsigned_abs() > MAX_STOCK_CHANGE.unsigned_abs() {
             return Err(StockError::InvalidQuantity {
                 field: "delta",
                 message: format!("must be non-zero and within ±{MAX_STOCK_CHANGE}"),
@@ -589,6 +590,30 @@ mod tests {
                 reserved: 4
             }
         );
+    }
+
+    #[test]
+    fn adjustments_out_of_bounds_are_refused_even_at_the_limits_of_i64() {
+        let mut s = stock(5);
+        for delta in [
+            0,
+            i64::MIN,
+            i64::MAX,
+            MAX_STOCK_CHANGE + 1,
+            -MAX_STOCK_CHANGE - 1,
+        ] {
+            assert!(
+                matches!(
+                    s.apply(&StockOp::Adjust {
+                        delta,
+                        reason: "fuzz".into()
+                    }),
+                    Err(StockError::InvalidQuantity { field: "delta", .. })
+                ),
+                "delta {delta}"
+            );
+        }
+        assert_eq!(s.levels().on_hand, 5);
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl UserName {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Customer,
@@ -177,7 +177,7 @@ impl NewUser {
 }
 
 /// A user as the rest of the engine sees it (never the password hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: uuid::Uuid,
     pub email: String,

@@ -7,36 +7,45 @@ use super::errors::ApiError;
 use super::extract::{Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::AuthUser;
+use super::openapi::{CheckoutAccepted, ErrorEnvelope};
 use super::orders::{
     parse_payment, placement, respond_with_saga, CheckoutWait, PaymentBody, Placement,
 };
 use super::products::path_sku;
-use crate::carts::{Carts, LineChange};
+use crate::carts::{CartView, Carts, LineChange};
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::parse_quantity;
 use crate::domain::product::Currency;
+use crate::orders::views::OrderView;
 use crate::orders::Orders;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCart {
+    /// ISO-4217; default `checkout.default_currency` (USD).
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddItem {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "tee-red-m")]
     sku: String,
+    /// Added to the line's quantity; a line holds at most 10 000.
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuantity {
+    /// The line's new quantity; 0 removes the line.
+    #[schema(minimum = 0, maximum = 10_000)]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkout {
     payment: PaymentBody,
@@ -49,6 +58,17 @@ fn cart_id(raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/carts",
+    tag = "carts",
+    security(("bearer" = [])),
+    request_body(content = Option<CreateCart>, description = "Optional: a request without a body (and without a content type) makes a cart in the default currency"),
+    responses(
+        (status = 201, description = "The new, empty cart", body = CartView,
+            headers(("Location" = String, description = "`/api/v1/carts/{id}`"))),
+    )
+)]
 pub async fn create(
     user: AuthUser,
     carts: web::Data<Carts>,
@@ -65,6 +85,17 @@ pub async fn create(
         .json(cart))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/carts/{id}",
+    tag = "carts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The cart's id")),
+    responses(
+        (status = 200, description = "The cart (its owner's, or any for an admin)", body = CartView),
+        (status = 404, description = "`not_found`: no such cart, or not the caller's", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     user: AuthUser,
     carts: web::Data<Carts>,
@@ -75,6 +106,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(cart))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/carts/{id}/items",
+    tag = "carts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The cart's id")),
+    request_body = AddItem,
+    responses(
+        (status = 200, description = "The cart; the quantity was added to the sku's line (made if new)", body = CartView),
+        (status = 404, description = "`not_found`: no such cart, or not the caller's", body = ErrorEnvelope),
+        (status = 409, description = "`cart_checked_out` (`details.order_id`): the cart was checked out; `conflict`: the cart was changed by another engine process meanwhile (retry)", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`, also for an unknown, inactive or other-currency product, a line over 10 000 units, or more than 100 lines", body = ErrorEnvelope),
+    )
+)]
 pub async fn add_item(
     user: AuthUser,
     carts: web::Data<Carts>,
@@ -94,6 +139,20 @@ pub async fn add_item(
     Ok(HttpResponse::Ok().json(cart))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/carts/{id}/items/{sku}",
+    tag = "carts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The cart's id"), ("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The line's sku")),
+    request_body = SetQuantity,
+    responses(
+        (status = 200, description = "The cart with the line set (or removed, for 0)", body = CartView),
+        (status = 404, description = "`not_found`: no such cart, or not the caller's, or (for 0) no such line", body = ErrorEnvelope),
+        (status = 409, description = "`cart_checked_out` (`details.order_id`): the cart was checked out; `conflict`: the cart was changed by another engine process meanwhile (retry)", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`, also for an unknown, inactive or other-currency product, or more than 100 lines", body = ErrorEnvelope),
+    )
+)]
 pub async fn set_item(
     user: AuthUser,
     carts: web::Data<Carts>,
@@ -118,6 +177,18 @@ pub async fn set_item(
     Ok(HttpResponse::Ok().json(cart))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/carts/{id}/items/{sku}",
+    tag = "carts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The cart's id"), ("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The line's sku")),
+    responses(
+        (status = 200, description = "The cart without the line", body = CartView),
+        (status = 404, description = "`not_found`: no such cart, or not the caller's, or no such line", body = ErrorEnvelope),
+        (status = 409, description = "`cart_checked_out` (`details.order_id`): the cart was checked out; `conflict`: the cart was changed by another engine process meanwhile (retry)", body = ErrorEnvelope),
+    )
+)]
 pub async fn remove_item(
     user: AuthUser,
     carts: web::Data<Carts>,
@@ -130,6 +201,27 @@ pub async fn remove_item(
     Ok(HttpResponse::Ok().json(cart))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/carts/{id}/checkout",
+    tag = "carts",
+    security(("bearer" = [])),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The cart's id"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the saga"),
+    ),
+    request_body = Checkout,
+    responses(
+        (status = 201, description = "The saga finished: the order, `paid` (or `authorized` where capture is manual)", body = OrderView,
+            headers(("Location" = String, description = "`/api/v1/orders/{id}`"))),
+        (status = 202, description = "The saga goes on (the client sent `Prefer: respond-async`, or it did not finish within `checkout.sync_wait_ms`); poll the order", body = CheckoutAccepted,
+            headers(("Location" = String, description = "`/api/v1/orders/{id}`"))),
+        (status = 402, description = "`payment_declined`: the provider declined; `details.order_id` names the order, now `payment_failed`", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such cart, or not the caller's", body = ErrorEnvelope),
+        (status = 409, description = "`out_of_stock`: `details.items: [{sku, requested, available}]` and `details.order_id` (the order, now `rejected`); `cart_checked_out`: the cart was checked out before, `details.order_id`; `conflict`: the cart was changed by another engine process meanwhile (retry)", body = ErrorEnvelope),
+        (status = 422, description = "`empty_cart`: the cart has no lines; `validation_failed`, also for a payment provider other than the engine's or a bad payment token", body = ErrorEnvelope),
+    )
+)]
 // Each argument is an extractor; bundling them would only hide what the handler reads.
 #[allow(clippy::too_many_arguments)]
 pub async fn checkout(

@@ -111,11 +111,29 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::field("body", "must be a JSON object"));
     }
+    // PostgreSQL text cannot hold NUL; no field of the API needs one.
+    if contains_nul(body) {
+        return Err(ApiError::field(
+            "body",
+            "strings must not contain NUL characters (\\u0000)",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         classify(&inner, &path)
+    })
+}
+
+/// Whether valid JSON text holds a NUL character. JSON has backslashes only
+/// inside strings, and a raw NUL is not valid JSON, so a NUL is a `\u0000`
+/// whose backslash is not itself escaped (an even run of backslashes
+/// precedes it).
+fn contains_nul(json: &[u8]) -> bool {
+    json.windows(6).enumerate().any(|(at, window)| {
+        window == b"\\u0000"
+            && json[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 0
     })
 }
 
@@ -223,6 +241,33 @@ mod tests {
             "body"
         );
         assert_eq!(field_of(parse_json::<Body>(b"42").unwrap_err()), "body");
+    }
+
+    #[test]
+    fn nul_characters_are_refused_but_escaped_backslashes_are_not_nul() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Text {
+            text: String,
+        }
+        for nul in [
+            r#"{"text":"a\u0000b"}"#,
+            r#"{"text":"\\\u0000"}"#,
+            r#"{"\u0000":1,"text":""}"#,
+        ] {
+            assert_eq!(
+                field_of(parse_json::<Text>(nul.as_bytes()).unwrap_err()),
+                "body",
+                "{nul}"
+            );
+        }
+        for fine in [
+            r#"{"text":"\\u0000"}"#,
+            r#"{"text":"u0000"}"#,
+            r#"{"text":"\\\\u0000"}"#,
+        ] {
+            assert!(parse_json::<Text>(fine.as_bytes()).is_ok(), "{fine}");
+        }
     }
 
     #[test]

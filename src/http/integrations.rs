@@ -18,6 +18,7 @@ use sha2::Sha256;
 
 use super::errors::ApiError;
 use super::extract::parse_json;
+use super::openapi::{ErrorEnvelope, StoqAck};
 use crate::actors::{EventRestock, Inventory};
 use crate::db::events::{self, NewEventRow};
 use crate::db::Database;
@@ -33,12 +34,22 @@ pub struct StoqSecret(pub Option<SecretString>);
 
 /// Stoq's envelope. Unknown top-level fields are tolerated: the sender is
 /// another system that may add fields before we do.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct StoqEvent {
+    /// Stoq's event id: an event is applied once per id.
+    #[schema(min_length = 1, max_length = 200)]
     id: String,
+    /// `stoq:restock-modal:submitted` (with `data: {sku, quantity}`) restocks;
+    /// other types are recorded only. At most 200 bytes.
     #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        example = "stoq:restock-modal:submitted"
+    )]
     event_type: String,
     occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
     data: serde_json::Value,
 }
 
@@ -49,6 +60,20 @@ struct RestockData {
     quantity: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/integrations/stoq/events",
+    tag = "integrations",
+    params(("X-Stoq-Signature" = String, Header, pattern = "^sha256=[0-9a-fA-F]{64}$",
+        description = "`sha256=<hex HMAC-SHA256 of the raw body>` under `integrations.stoq.secret`")),
+    request_body = StoqEvent,
+    responses(
+        (status = 200, description = "Accepted (or acknowledged as a duplicate)", body = StoqAck),
+        (status = 401, description = "`unauthorized`: a missing or wrong signature, or no secret configured", body = ErrorEnvelope,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 422, description = "`validation_failed`, also for a restock whose `data` is not `{sku, quantity}` of an existing product (not recorded, so a corrected redelivery applies)", body = ErrorEnvelope),
+    )
+)]
 pub async fn stoq_events(
     req: HttpRequest,
     body: web::Bytes,

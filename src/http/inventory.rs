@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::errors::ApiError;
 use super::extract::Json;
 use super::identity::AdminUser;
+use super::openapi::ErrorEnvelope;
 use super::products::path_sku;
 use crate::actors::sku_batch::{self, LoadError};
 use crate::actors::{Inventory, SkuSnapshot};
@@ -16,13 +17,16 @@ use crate::domain::inventory::Reservation;
 
 const REASON_MAX_CHARS: usize = 500;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Inventory)]
 struct InventoryBody {
     sku: String,
     on_hand: i64,
     reserved: i64,
     available: i64,
+    /// Bumped by every change to the SKU's stock.
     version: i64,
+    /// Open reservations, soonest to expire first.
     reservations: Vec<Reservation>,
 }
 
@@ -41,21 +45,40 @@ impl From<SkuSnapshot> for InventoryBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Restock {
+    /// Units to add; on_hand may not exceed 10^10.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
+    #[schema(max_length = 500)]
     note: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Adjust {
+    /// Non-zero units to add (positive) or remove (negative).
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     delta: i64,
+    /// 1..=500 characters after trimming.
+    #[schema(min_length = 1, max_length = 500)]
     reason: String,
 }
 
 /// Read from the database, which every engine process writes through.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory/{sku}",
+    tag = "inventory",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product's sku")),
+    responses(
+        (status = 200, description = "The SKU's stock and open reservations", body = InventoryBody),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such product", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     _admin: AdminUser,
     db: web::Data<Database>,
@@ -77,6 +100,20 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(InventoryBody::from(snapshot)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/inventory/{sku}/restock",
+    tag = "inventory",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product's sku")),
+    request_body = Restock,
+    responses(
+        (status = 200, description = "The SKU's stock after the restock", body = InventoryBody),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such product", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`, also when on_hand would exceed the supported maximum", body = ErrorEnvelope),
+    )
+)]
 pub async fn restock(
     _admin: AdminUser,
     inventory: web::Data<Inventory>,
@@ -98,6 +135,21 @@ pub async fn restock(
     Ok(HttpResponse::Ok().json(InventoryBody::from(snapshot)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/inventory/{sku}/adjust",
+    tag = "inventory",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product's sku")),
+    request_body = Adjust,
+    responses(
+        (status = 200, description = "The SKU's stock after the adjustment", body = InventoryBody),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such product", body = ErrorEnvelope),
+        (status = 409, description = "`conflict`: on_hand would fall below what is reserved; `details: {on_hand, reserved, delta}`", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`, also when on_hand would exceed the supported maximum", body = ErrorEnvelope),
+    )
+)]
 pub async fn adjust(
     _admin: AdminUser,
     inventory: web::Data<Inventory>,

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod integrations;
 pub mod inventory;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod pagination;
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/versions").route(web::get().to(ops::versions)))
         .service(
             web::scope(API_PREFIX)
+                .service(resource("/openapi.json").route(web::get().to(openapi::document)))
                 .service(resource("/auth/register").route(web::post().to(auth::register)))
                 .service(resource("/auth/login").route(web::post().to(auth::login)))
                 .service(resource("/users/me").route(web::get().to(users::me)))

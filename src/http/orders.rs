@@ -13,6 +13,7 @@ use super::errors::{payment_declined, ApiError};
 use super::extract::{Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::{AdminUser, AuthUser};
+use super::openapi::{CheckoutAccepted, ErrorEnvelope};
 use super::pagination::{Page, PageQuery};
 use crate::db::idempotency::Binding;
 use crate::db::orders::OrderFilter;
@@ -21,6 +22,7 @@ use crate::domain::order::{parse_quantity, OrderStatus};
 use crate::domain::product::MAX_AMOUNT;
 use crate::domain::FieldError;
 use crate::idempotency::{Claim, Resource};
+use crate::orders::views::{OrderEventView, OrderView, RefundView};
 use crate::orders::{Actor, Command, CommandResult, LineInput, Orders, PaymentInput, PlaceOrder};
 
 /// `checkout.sync_wait_ms`: how long checkout waits for its saga.
@@ -30,48 +32,79 @@ pub struct CheckoutWait(pub Duration);
 const TOKEN_MAX_CHARS: usize = 200;
 const TEXT_MAX_CHARS: usize = 200;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Payment)]
 pub struct PaymentBody {
+    /// Must be the provider this engine is configured with, if given.
+    #[schema(example = "sandbox")]
     provider: Option<String>,
+    /// The provider's payment token (sandbox: `tok_ok`, `tok_declined`, ...);
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "tok_ok")]
     token: String,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Line)]
 pub struct LineBody {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "tee-red-m")]
     sku: String,
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewOrder)]
 pub struct PlaceBody {
+    /// Each sku at most once; an empty list is 422 `empty_cart`.
+    #[schema(max_items = 100)]
     items: Vec<LineBody>,
     payment: PaymentBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Shipment)]
 pub struct ShipBody {
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     carrier: Option<String>,
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     tracking_number: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewRefund)]
 pub struct RefundBody {
+    /// Minor units; at most what was captured and not yet refunded.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     amount: i64,
+    /// 1..=200 characters after trimming, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     reason: Option<String>,
+    /// Lines to put back in stock once the refund is paid out.
     restock: Option<Vec<LineBody>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Admin only: that user's orders (ignored for customers, who see only theirs).
+    #[param(format = Uuid)]
     user_id: Option<String>,
+    /// Only orders with this status.
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
 }
 
@@ -159,6 +192,23 @@ pub async fn respond_with_saga(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the saga")),
+    request_body = PlaceBody,
+    responses(
+        (status = 201, description = "The saga finished: the order, `paid` (or `authorized` where capture is manual)", body = OrderView,
+            headers(("Location" = String, description = "`/api/v1/orders/{id}`"))),
+        (status = 202, description = "The saga goes on (the client sent `Prefer: respond-async`, or it did not finish within `checkout.sync_wait_ms`); poll the order", body = CheckoutAccepted,
+            headers(("Location" = String, description = "`/api/v1/orders/{id}`"))),
+        (status = 402, description = "`payment_declined`: the provider declined; `details.order_id` names the order, now `payment_failed`", body = ErrorEnvelope),
+        (status = 409, description = "`out_of_stock`: `details.items: [{sku, requested, available}]` and `details.order_id` (the order, now `rejected`)", body = ErrorEnvelope),
+        (status = 422, description = "`empty_cart`: no items; `validation_failed`, also for an unknown or inactive product, a sku listed twice, a total over 10^12, a payment provider other than the engine's or a bad payment token", body = ErrorEnvelope),
+    )
+)]
 pub async fn place(
     req: HttpRequest,
     user: AuthUser,
@@ -248,6 +298,17 @@ pub async fn visible(orders: &Orders, user: &AuthUser, id: &str) -> Result<(), A
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Orders, newest first: the caller's own, or for an admin everyone's (filtered by `user_id`)", body = Page<OrderView>),
+        (status = 400, description = "`invalid_query`: `limit` outside 1..=200, an unusable `cursor`, an unknown `status`, a `user_id` that is not a UUID (admins), or an unknown parameter", body = ErrorEnvelope),
+    )
+)]
 pub async fn list(
     user: AuthUser,
     orders: web::Data<Orders>,
@@ -282,6 +343,17 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |o| o.id.clone())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order (its owner's, or any for an admin)", body = OrderView),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     user: AuthUser,
     orders: web::Data<Orders>,
@@ -296,6 +368,17 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/events",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's audit trail, oldest first; `actor` is `user:<id>`, `admin:<id>` or `system`", body = Vec<OrderEventView>),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = ErrorEnvelope),
+    )
+)]
 pub async fn events(
     user: AuthUser,
     orders: web::Data<Orders>,
@@ -338,6 +421,19 @@ async fn run(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/capture",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, `paid` (manual capture mode)", body = OrderView),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such order", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the order is not `authorized`; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
+    )
+)]
 pub async fn capture(
     req: HttpRequest,
     admin: AdminUser,
@@ -353,6 +449,18 @@ pub async fn capture(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/cancel",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, `cancelled` (its authorization voided or its capture refunded in full, its items released or restocked); a cancelled order is answered as it is", body = OrderView),
+        (status = 404, description = "`not_found`: no such order, or not the caller's", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the order is shipped, delivered, rejected or its payment failed; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
+    )
+)]
 pub async fn cancel(
     req: HttpRequest,
     user: AuthUser,
@@ -389,6 +497,20 @@ fn optional_text(value: Option<String>, field: &'static str) -> Result<Option<St
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/ship",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    request_body(content = Option<ShipBody>, description = "Optional: a request without a body (and without a content type) ships without carrier and tracking number"),
+    responses(
+        (status = 200, description = "The order, `shipped`", body = OrderView),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such order", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the order is not `paid`, or has refunds still pending; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
+    )
+)]
 pub async fn ship(
     admin: AdminUser,
     orders: web::Data<Orders>,
@@ -410,6 +532,19 @@ pub async fn ship(
     run(&orders, &id, Actor::Admin(admin.0.id), command, None).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/deliver",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, `delivered`", body = OrderView),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such order", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the order is not `shipped`, or has refunds still pending; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
+    )
+)]
 pub async fn deliver(
     admin: AdminUser,
     orders: web::Data<Orders>,
@@ -426,6 +561,22 @@ pub async fn deliver(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders/{id}/refunds",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id")),
+    request_body = RefundBody,
+    responses(
+        (status = 201, description = "The refund: `succeeded`, `failed` (the provider refused) or `pending` (paid out when the saga resumes)", body = RefundView,
+            headers(("Location" = String, description = "`/api/v1/orders/{id}/refunds/{refund_id}`"))),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such order", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the order is not `paid`, `shipped` or `delivered`; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
+        (status = 422, description = "`refund_exceeds_captured`: with the refunds already accepted, more than was captured; `details.refundable`", body = ErrorEnvelope),
+    )
+)]
 pub async fn refund(
     req: HttpRequest,
     admin: AdminUser,

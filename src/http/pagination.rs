@@ -8,9 +8,10 @@ use super::errors::ApiError;
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 200;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `null` when there is none.
     pub next_cursor: Option<String>,
 }
 
@@ -32,9 +33,13 @@ impl<T> Page<T> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 

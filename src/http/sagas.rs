@@ -7,20 +7,39 @@ use serde_json::json;
 
 use super::errors::ApiError;
 use super::identity::{AdminUser, AuthUser};
+use super::openapi::{ErrorEnvelope, SagaResumed};
 use super::orders::{order_id, visible};
 use super::pagination::{Page, PageQuery};
+use crate::orders::views::SagaView;
 use crate::orders::Orders;
 
 const STATES: &[&str] = &["running", "completed", "compensated", "failed", "stuck"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only sagas in this state; `stuck`: running but not advanced for `sagas.stuck_after_s`.
+    #[param(schema_with = super::openapi::saga_state)]
     state: Option<String>,
+    /// Page size, 1..=200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sagas/{id}",
+    tag = "sagas",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id (a saga has its order's id)")),
+    responses(
+        (status = 200, description = "The order's saga: its steps and compensations with timings, and its actor", body = SagaView),
+        (status = 404, description = "`not_found`: no such saga, or not the caller's order", body = ErrorEnvelope),
+    )
+)]
 pub async fn get(
     user: AuthUser,
     orders: web::Data<Orders>,
@@ -31,6 +50,18 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(orders.saga(&id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sagas",
+    tag = "sagas",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Sagas, newest first", body = Page<SagaView>),
+        (status = 400, description = "`invalid_query`: `limit` outside 1..=200, an unusable `cursor`, an unknown `state` or an unknown parameter", body = ErrorEnvelope),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+    )
+)]
 pub async fn list(
     _admin: AdminUser,
     orders: web::Data<Orders>,
@@ -57,6 +88,19 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |s| s.order_id.clone())))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sagas/{id}/resume",
+    tag = "sagas",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The order's id (a saga has its order's id)")),
+    responses(
+        (status = 202, description = "The saga (`running`, `stuck` or `failed`) is resumed from its last persisted step", body = SagaResumed),
+        (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such saga", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: the saga is `completed` or `compensated`; `details: {from, action}`", body = ErrorEnvelope),
+    )
+)]
 pub async fn resume(
     _admin: AdminUser,
     orders: web::Data<Orders>,

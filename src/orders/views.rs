@@ -15,7 +15,7 @@ use crate::domain::order::{
     StepName, StockState,
 };
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub sku: String,
     pub name: String,
@@ -24,25 +24,29 @@ pub struct ItemView {
     pub line_total: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub provider: String,
     pub authorized: i64,
     pub captured: i64,
     pub refunded: i64,
+    #[schema(value_type = PaymentStatus)]
     pub status: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ShippingView {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
+    #[schema(format = Uuid)]
     pub id: String,
+    #[schema(format = Uuid)]
     pub user_id: String,
+    #[schema(value_type = OrderStatus)]
     pub status: String,
     pub currency: String,
     pub items: Vec<ItemView>,
@@ -91,12 +95,15 @@ impl OrderView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RefundView {
+    #[schema(format = Uuid)]
     pub id: String,
+    #[schema(format = Uuid)]
     pub order_id: String,
     pub amount: i64,
     pub reason: Option<String>,
+    #[schema(value_type = RefundStatus)]
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -114,14 +121,17 @@ impl From<RefundRow> for RefundView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderEventView {
+    #[schema(format = Uuid)]
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
     pub from_status: Option<String>,
     pub to_status: String,
+    /// `user:<id>`, `admin:<id>` or `system`.
     pub actor: String,
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
@@ -140,29 +150,35 @@ impl From<OrderEventRow> for OrderEventView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StepView {
+    #[schema(value_type = StepName)]
     pub name: String,
+    #[schema(schema_with = crate::http::openapi::step_status)]
     pub status: String,
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
     pub refund_id: Option<String>,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ActorView {
     pub live: bool,
     pub mailbox_len: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SagaView {
+    #[schema(format = Uuid)]
     pub order_id: String,
+    #[schema(schema_with = crate::http::openapi::saga_state)]
     pub state: String,
+    #[schema(value_type = Option<StepName>)]
     pub current_step: Option<String>,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
