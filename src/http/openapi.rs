@@ -421,8 +421,10 @@ fn describe_idempotency(op: &mut Operation) {
             "Makes the command safe to retry. Scope: the authenticated user; kept 24 hours. \
              The same key with the same method, path and body replays the first response \
              (same status and body, plus `Idempotent-Replayed: true`) and the effect happens \
-             once. A request rejected before any effect (400, 401, 403, 413, 422 validation) \
-             is not stored.",
+             once. A request refused before any effect (400, 401, 403, 404, 413, 415, 422 \
+             validation, 429, 503, 409 `invalid_transition` or `cart_checked_out`) is not \
+             stored. A retry of a request that crashed after its effect answers from what the \
+             effect made. A malformed key is 422 `validation_failed`.",
         ))
         .schema(Some(
             ObjectBuilder::new()
@@ -457,7 +459,8 @@ fn describe_idempotency(op: &mut Operation) {
         op,
         422,
         "`idempotency_key_reused`: this Idempotency-Key was used with a different method, \
-         path or body",
+         path or body; `validation_failed` (field `Idempotency-Key`): the key is not 1-255 \
+         visible ASCII characters, or was sent twice",
         &[],
     );
 }

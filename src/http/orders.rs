@@ -569,8 +569,7 @@ pub async fn deliver(
     params(("id" = uuid::Uuid, Path, description = "The order's id")),
     request_body = RefundBody,
     responses(
-        (status = 201, description = "The refund: `succeeded`, `failed` (the provider refused) or `pending` (paid out when the saga resumes)", body = RefundView,
-            headers(("Location" = String, description = "`/api/v1/orders/{id}/refunds/{refund_id}`"))),
+        (status = 201, description = "The refund: `succeeded`, `failed` (the provider refused) or `pending` (paid out when the saga resumes)", body = RefundView),
         (status = 403, description = "`forbidden`: not an admin", body = ErrorEnvelope),
         (status = 404, description = "`not_found`: no such order", body = ErrorEnvelope),
         (status = 409, description = "`invalid_transition`: the order is not `paid`, `shipped` or `delivered`; also any command while the order's saga is `failed`; `details: {from, action}`", body = ErrorEnvelope),
