@@ -110,7 +110,18 @@ impl Accounts {
                 return Ok(role);
             }
         }
-        let role = self.find(id).await?.map(|user| user.role);
+        // In a task of its own: this runs in an extractor, whose future
+        // actix drops when another extractor of the handler fails first, and
+        // a database call must never be dropped half-way (SQLite's
+        // connection wrapper cannot be cancelled on actix's runtimes).
+        let lookup = {
+            let this = self.clone();
+            tokio::spawn(async move { this.find(id).await })
+        };
+        let role = lookup
+            .await
+            .map_err(|e| AccountError::Internal(anyhow::anyhow!("account lookup failed: {e}")))??
+            .map(|user| user.role);
         if !self.confirm_ttl.is_zero() {
             self.sweep_confirmed(now);
             self.confirmed.insert(id, (role, now));

@@ -280,4 +280,24 @@ async fn deleted_and_demoted_accounts_lose_their_tokens(backend: Backend) {
         .assert_status(200);
 }
 
-crate::both_backends!(deleted_and_demoted_accounts_lose_their_tokens);
+/// The account check runs while the handler's other extractors run; when
+/// one of them fails first (a bad query string here), the check must not be
+/// cut off half-way through its database call (on SQLite that panicked the
+/// worker and dropped the connection).
+async fn a_failing_extractor_beside_the_account_check_is_a_clean_400(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.auth.account_check_ttl_ms = 0).await;
+    let admin = app.admin_token().await;
+    for _ in 0..50 {
+        app.get("/api/v1/products?limit=false", Some(&admin))
+            .await
+            .assert_error(400, "invalid_query");
+    }
+    app.get("/api/v1/products", Some(&admin))
+        .await
+        .assert_status(200);
+}
+
+crate::both_backends!(
+    deleted_and_demoted_accounts_lose_their_tokens,
+    a_failing_extractor_beside_the_account_check_is_a_clean_400
+);
