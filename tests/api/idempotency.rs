@@ -20,6 +20,28 @@ async fn keyed(app: &TestApp, path: &str, body: Option<Value>, token: &str, key:
     read(request.send().await.expect("request failed")).await
 }
 
+/// Changes the row of idempotency key `$key` below the API, as a crash or
+/// the passing of time would leave it; `$set` names columns as `k::...`.
+macro_rules! update_key {
+    ($db:expr, $key:expr, $set:expr) => {{
+        let mut conn = $db.conn().await.unwrap();
+        orderflow::with_conn!(&mut conn, |c| {
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            use orderflow::db::schema::idempotency_keys as k;
+            diesel::update(k::table.filter(k::key.eq($key)))
+                .set($set)
+                .execute(c)
+                .await
+        })
+        .unwrap()
+    }};
+}
+
+fn a_second_ago() -> chrono::NaiveDateTime {
+    chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)
+}
+
 fn order_body(sku: &str, quantity: i64) -> Value {
     json!({"items": [{"sku": sku, "quantity": quantity}], "payment": {"token": "tok_ok"}})
 }
@@ -240,34 +262,29 @@ async fn a_crash_between_effect_and_answer_does_not_charge_twice(backend: Backen
     .await;
     first.assert_status(201);
     let order = order_id_of(&first);
+    let alice_id = first.body["user_id"].as_str().unwrap().to_owned();
 
     // Put the key back as a crash leaves it: running, answer unrecorded,
     // lock out, resource bound by the order's own transaction.
     let db = app.database().await;
-    let mut conn = db.conn().await.unwrap();
-    let bound: Vec<(Option<String>, Option<String>)> = orderflow::with_conn!(&mut conn, |c| {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use orderflow::db::schema::idempotency_keys as k;
-        diesel::update(k::table.filter(k::key.eq("crash-1")))
-            .set((
-                k::state.eq("running"),
-                k::response_status.eq(None::<i32>),
-                k::response_body.eq(None::<String>),
-                k::locked_until.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)),
-            ))
-            .execute(c)
-            .await
-            .unwrap();
-        k::table
-            .select((k::resource_type, k::resource_id))
-            .filter(k::key.eq("crash-1"))
-            .load(c)
-            .await
-    })
-    .unwrap();
-    assert_eq!(bound, vec![(Some("order".to_owned()), Some(order.clone()))]);
-    drop(conn);
+    update_key!(
+        db,
+        "crash-1",
+        (
+            k::state.eq("running"),
+            k::response_status.eq(None::<i32>),
+            k::response_body.eq(None::<String>),
+            k::locked_until.eq(a_second_ago()),
+        )
+    );
+    let row = orderflow::db::idempotency::find(&mut db.conn().await.unwrap(), &alice_id, "crash-1")
+        .await
+        .unwrap()
+        .expect("the key's row");
+    assert_eq!(
+        (row.resource_type.as_deref(), row.resource_id.as_deref()),
+        (Some("order"), Some(order.as_str()))
+    );
 
     let retry = keyed(
         &app,
@@ -309,21 +326,15 @@ async fn in_use_and_expired_keys(backend: Backend) {
     first.assert_status(201);
 
     let db = app.database().await;
-    let mut conn = db.conn().await.unwrap();
     // Running, lock still held: 409.
-    orderflow::with_conn!(&mut conn, |c| {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use orderflow::db::schema::idempotency_keys as k;
-        diesel::update(k::table.filter(k::key.eq("old")))
-            .set((
-                k::state.eq("running"),
-                k::locked_until.eq(chrono::Utc::now().naive_utc() + chrono::Duration::seconds(60)),
-            ))
-            .execute(c)
-            .await
-    })
-    .unwrap();
+    update_key!(
+        db,
+        "old",
+        (
+            k::state.eq("running"),
+            k::locked_until.eq(chrono::Utc::now().naive_utc() + chrono::Duration::seconds(60)),
+        )
+    );
     keyed(
         &app,
         "/api/v1/orders",
@@ -335,17 +346,7 @@ async fn in_use_and_expired_keys(backend: Backend) {
     .assert_error(409, "idempotency_key_in_use");
 
     // Past its 24 hours: purged, and the key is free for another request.
-    let expired = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
-    orderflow::with_conn!(&mut conn, |c| {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use orderflow::db::schema::idempotency_keys as k;
-        diesel::update(k::table.filter(k::key.eq("old")))
-            .set(k::expires_at.eq(expired))
-            .execute(c)
-            .await
-    })
-    .unwrap();
+    update_key!(db, "old", k::expires_at.eq(a_second_ago()));
     crate::support::process::eventually(
         "the expired key is purged",
         std::time::Duration::from_secs(10),
@@ -393,17 +394,7 @@ async fn key_row(db: &orderflow::db::Database, key: &str) -> orderflow::db::idem
 }
 
 async fn expire_lock(db: &orderflow::db::Database, key: &str) {
-    let mut conn = db.conn().await.unwrap();
-    orderflow::with_conn!(&mut conn, |c| {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use orderflow::db::schema::idempotency_keys as k;
-        diesel::update(k::table.filter(k::key.eq(key)))
-            .set(k::locked_until.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)))
-            .execute(c)
-            .await
-    })
-    .unwrap();
+    update_key!(db, key, k::locked_until.eq(a_second_ago()));
 }
 
 /// Binds `order` to the claim's key the way an effect's transaction does.
@@ -498,17 +489,7 @@ async fn the_token_guards_every_write_of_a_key(backend: Backend) {
 
     // Expired (and not yet purged): the key is free for another request.
     keys.finish(&after.binding, 201, &[], "done").await;
-    let mut conn = db.conn().await.unwrap();
-    orderflow::with_conn!(&mut conn, |c| {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use orderflow::db::schema::idempotency_keys as k;
-        diesel::update(k::table.filter(k::key.eq("failed")))
-            .set(k::expires_at.eq(chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1)))
-            .execute(c)
-            .await
-    })
-    .unwrap();
+    update_key!(db, "failed", k::expires_at.eq(a_second_ago()));
     let fresh = run_claim(
         keys.begin("user-1", "failed", "a new request")
             .await
