@@ -79,7 +79,7 @@ pub(super) struct SkuMessage {
     /// unhandled (its actor was stopping) is safe to send again.
     pub handled: Arc<AtomicBool>,
     /// Its place in the bounded mailbox, given back once handled (or dropped).
-    pub _slot: Slot,
+    pub slot: Slot,
 }
 
 impl Message for SkuMessage {
@@ -327,6 +327,8 @@ impl Handler<SkuMessage> for SkuActor {
     type Result = ();
 
     fn handle(&mut self, msg: SkuMessage, ctx: &mut Context<Self>) {
+        // Out of the mailbox: its slot is free before any answer goes out.
+        drop(msg.slot);
         msg.handled.store(true, Ordering::SeqCst);
         self.last_activity = Instant::now();
         match (&self.state, msg.request) {

@@ -288,7 +288,7 @@ impl Inventory {
                 request: request.clone(),
                 reply: wait.then_some(tx),
                 handled: handled.clone(),
-                _slot: slot,
+                slot,
             };
             let addr = self
                 .inner

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::mailbox::{Mailboxes, Slot};
+use super::mailbox::Mailboxes;
 use actix::dev::SendError;
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message,
@@ -41,8 +41,6 @@ type Job<S> = Box<dyn FnOnce(S) -> BoxFuture<'static, S> + Send>;
 struct Run<S> {
     job: Job<S>,
     handled: Arc<AtomicBool>,
-    /// Given back when the job has run (or the message is dropped).
-    slot: Slot,
 }
 
 impl<S: 'static> Message for Run<S> {
@@ -74,15 +72,11 @@ impl<S: Default + Send + Unpin + 'static> Handler<Run<S>> for SerialActor<S> {
         message.handled.store(true, Ordering::SeqCst);
         let state = self.state.take().unwrap_or_default();
         let job = (message.job)(state);
-        let slot = message.slot;
         // Atomic: no other message (and no idle check) runs until it is done.
-        AtomicResponse::new(Box::pin(job.into_actor(self).map(
-            move |state, actor, _ctx| {
-                drop(slot);
-                actor.state = Some(state);
-                actor.last_activity = Instant::now();
-            },
-        )))
+        AtomicResponse::new(Box::pin(job.into_actor(self).map(|state, actor, _ctx| {
+            actor.state = Some(state);
+            actor.last_activity = Instant::now();
+        })))
     }
 }
 
@@ -132,10 +126,13 @@ impl<S: Default + Send + Unpin + 'static> SerialPool<S> {
             let handled = Arc::new(AtomicBool::new(false));
             let job = job.clone();
             let message = Run {
-                slot,
+                // The job carries its mailbox slot and gives it back before
+                // answering, so a caller that sends again at once finds it
+                // free; a message dropped unhandled gives it back too.
                 job: Box::new(move |state: S| -> BoxFuture<'static, S> {
                     Box::pin(async move {
                         let (state, result) = job(state).await;
+                        drop(slot);
                         let _ = tx.send(result);
                         state
                     })
