@@ -6,13 +6,13 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::errors::ApiError;
 use crate::auth::accounts::Accounts;
-use crate::auth::token::TokenService;
+use crate::auth::token::{Claims, TokenService};
 use crate::domain::user::Role;
 
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +29,11 @@ impl AuthUser {
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdminUser(pub AuthUser);
+
+/// The request's bearer token, already verified by a middleware (the write
+/// limits), so the extractor does not verify it again.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken(pub Claims);
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
@@ -64,11 +69,17 @@ async fn authenticate(req: HttpRequest) -> Result<AuthUser, ApiError> {
     let accounts = req
         .app_data::<web::Data<Accounts>>()
         .ok_or_else(|| missing("Accounts"))?;
-    let token = bearer_token(&req).ok_or(ApiError::Unauthorized)?;
-    let claims = tokens.verify(token).map_err(|e| {
-        tracing::debug!(error = %e, "rejected access token");
-        ApiError::Unauthorized
-    })?;
+    let verified = req.extensions().get::<VerifiedToken>().map(|v| v.0.clone());
+    let claims = match verified {
+        Some(claims) => claims,
+        None => {
+            let token = bearer_token(&req).ok_or(ApiError::Unauthorized)?;
+            tokens.verify(token).map_err(|e| {
+                tracing::debug!(error = %e, "rejected access token");
+                ApiError::Unauthorized
+            })?
+        }
+    };
     let role = accounts.role_now(claims.sub).await?.ok_or_else(|| {
         tracing::debug!(user.id = %claims.sub, "token of an account that does not exist");
         ApiError::Unauthorized
@@ -79,7 +90,7 @@ async fn authenticate(req: HttpRequest) -> Result<AuthUser, ApiError> {
     })
 }
 
-fn bearer_token(req: &HttpRequest) -> Option<&str> {
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

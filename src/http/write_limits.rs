@@ -18,11 +18,13 @@ use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
-use actix_web::http::{header, Method};
+use actix_web::http::Method;
+use actix_web::HttpMessage;
 use actix_web::{Error, ResponseError};
 use futures_util::future::LocalBoxFuture;
 
 use super::errors::ApiError;
+use super::identity::{bearer_token, VerifiedToken};
 use super::API_PREFIX;
 use crate::auth::token::TokenService;
 use crate::config::RateLimitSettings;
@@ -82,18 +84,14 @@ impl WriteLimits {
         Ok(())
     }
 
-    /// The user of a valid bearer token; anything else is left to the
-    /// handler's own authentication (401).
+    /// The user of a valid bearer token, remembered on the request so that
+    /// the handler's extractor does not verify it again; anything else is
+    /// left to the handler's own authentication (401).
     fn user_of(&self, req: &ServiceRequest) -> Option<String> {
-        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        self.tokens
-            .verify(token.trim())
-            .ok()
-            .map(|claims| claims.sub.to_string())
+        let claims = self.tokens.verify(bearer_token(req.request())?).ok()?;
+        let user = claims.sub.to_string();
+        req.extensions_mut().insert(VerifiedToken(claims));
+        Some(user)
     }
 }
 
