@@ -124,6 +124,10 @@ pub struct HttpSettings {
     pub workers: Option<usize>,
     /// Seconds a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_s: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as a
+    /// comma-separated list of addresses and CIDR blocks; empty: the TCP
+    /// peer is the client (per-IP rate limits key on it).
+    pub trusted_proxies: String,
 }
 
 impl HttpSettings {
@@ -476,6 +480,9 @@ impl Settings {
         }
         if self.sagas.max_step_attempts > 20 || self.sagas.retry_backoff_ms > 60_000 {
             bail!("sagas.max_step_attempts must be at most 20 and sagas.retry_backoff_ms at most 60000");
+        }
+        if let Err(e) = crate::http::client_ip::TrustedProxies::parse(&self.http.trusted_proxies) {
+            bail!("http.trusted_proxies: {e}");
         }
         if self.idempotency.ttl_s == 0 || self.idempotency.purge_interval_s == 0 {
             bail!("idempotency.ttl_s and idempotency.purge_interval_s must be at least 1");

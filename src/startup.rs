@@ -25,6 +25,7 @@ use crate::db::Database;
 use crate::health::HealthMonitor;
 use crate::http;
 use crate::http::admission::Admission;
+use crate::http::client_ip::TrustedProxies;
 use crate::http::errors::envelope_fallback;
 use crate::http::extract::BodyLimit;
 use crate::http::integrations::StoqSecret;
@@ -116,7 +117,14 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let admission = Admission::new(settings.http.max_in_flight());
-        let write_limits = WriteLimits::new(&settings.rate_limits, tokens.clone(), redis.clone());
+        let proxies = TrustedProxies::parse(&settings.http.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("http.trusted_proxies: {e}"))?;
+        let write_limits = WriteLimits::new(
+            &settings.rate_limits,
+            tokens.clone(),
+            proxies.clone(),
+            redis.clone(),
+        );
         let body_limit = BodyLimit(settings.http.body_limit_bytes);
         let accounts = web::Data::new(accounts);
         let tokens = web::Data::new(tokens);
@@ -145,6 +153,7 @@ impl Application {
                 .app_data(orders.clone())
                 .app_data(carts.clone())
                 .app_data(idempotency.clone())
+                .app_data(web::Data::new(proxies.clone()))
                 .app_data(web::Data::new(checkout_wait))
                 .app_data(database.clone())
                 .app_data(stoq.clone())

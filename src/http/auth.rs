@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::client_ip::client_ip;
 use super::errors::ApiError;
 use super::extract::Json;
 use super::openapi::ErrorEnvelope;
@@ -92,7 +93,7 @@ pub async fn login(
     accounts: web::Data<Accounts>,
     Json(body): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let client_ip = req.peer_addr().map(|addr| addr.ip());
+    let client_ip = client_ip(&req);
     let (user, token) = accounts
         .login(&body.email, &body.password, client_ip)
         .await?;

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod carts;
+pub mod client_ip;
 pub mod errors;
 pub mod extract;
 pub mod idempotency;

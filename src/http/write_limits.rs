@@ -9,8 +9,8 @@
 //!
 //! The budgets are GCRA in Redis when it is configured, shared by every
 //! engine process, and in-process otherwise (see [`crate::rate_limit`]).
-//! The client IP is the TCP peer: behind a proxy, all its clients share one
-//! budget (X-Forwarded-For is not trusted).
+//! The client IP is the TCP peer, or the address a trusted proxy forwarded
+//! (`http.trusted_proxies`, see [`super::client_ip`]).
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -23,6 +23,7 @@ use actix_web::HttpMessage;
 use actix_web::{Error, ResponseError};
 use futures_util::future::LocalBoxFuture;
 
+use super::client_ip::TrustedProxies;
 use super::errors::ApiError;
 use super::identity::{bearer_token, VerifiedToken};
 use super::API_PREFIX;
@@ -39,12 +40,14 @@ pub struct WriteLimits {
     per_user: Option<RateLimiter>,
     per_ip: Option<RateLimiter>,
     tokens: TokenService,
+    proxies: TrustedProxies,
 }
 
 impl WriteLimits {
     pub fn new(
         settings: &RateLimitSettings,
         tokens: TokenService,
+        proxies: TrustedProxies,
         redis: Option<RedisConn>,
     ) -> WriteLimits {
         let window = Duration::from_secs(settings.writes_window_s);
@@ -55,6 +58,7 @@ impl WriteLimits {
             per_user: limiter("writes_user", settings.writes_per_user),
             per_ip: limiter("writes_ip", settings.writes_per_ip),
             tokens,
+            proxies,
         }
     }
 
@@ -154,7 +158,7 @@ where
         }
         let limits = self.limits.clone();
         let user = limits.user_of(&req);
-        let ip = req.peer_addr().map(|addr| addr.ip().to_string());
+        let ip = limits.proxies.of(req.request()).map(|ip| ip.to_string());
         Box::pin(async move {
             match limits.admit(user, ip).await {
                 Ok(()) => service

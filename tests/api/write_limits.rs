@@ -111,7 +111,70 @@ async fn concurrent_writes_stay_within_the_budget(backend: Backend) {
     assert_eq!(product_count(&app).await, 5);
 }
 
+async fn register_from(app: &TestApp, email: &str, forwarded_for: &str) -> u16 {
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/register"))
+        .header("X-Forwarded-For", forwarded_for)
+        .json(&json!({"email": email, "password": PASSWORD, "name": "Ip"}))
+        .send()
+        .await
+        .expect("request failed");
+    response.status().as_u16()
+}
+
+/// Behind a trusted proxy the budget is the forwarded client's; from
+/// anywhere else the header is ignored, so it cannot buy a fresh budget.
+async fn forwarded_addresses_count_only_from_trusted_proxies(backend: Backend) {
+    let trusting = TestApp::spawn_with(backend, |s| {
+        s.rate_limits.writes_per_ip = 2;
+        s.http.trusted_proxies = "127.0.0.1, ::1".to_owned();
+    })
+    .await;
+    assert_eq!(
+        register_from(&trusting, "a1@example.com", "198.51.100.1").await,
+        201
+    );
+    assert_eq!(
+        register_from(&trusting, "a2@example.com", "198.51.100.1").await,
+        201
+    );
+    assert_eq!(
+        register_from(&trusting, "a3@example.com", "198.51.100.1").await,
+        429
+    );
+    // Another client behind the same proxy has its own budget; a forged
+    // outer hop does not change who the proxy says the client is.
+    assert_eq!(
+        register_from(&trusting, "b1@example.com", "6.6.6.6, 198.51.100.2").await,
+        201
+    );
+    assert_eq!(
+        register_from(&trusting, "b2@example.com", "198.51.100.2").await,
+        201
+    );
+    assert_eq!(
+        register_from(&trusting, "b3@example.com", "7.7.7.7, 198.51.100.2").await,
+        429
+    );
+
+    let untrusting = TestApp::spawn_with(backend, |s| s.rate_limits.writes_per_ip = 2).await;
+    assert_eq!(
+        register_from(&untrusting, "c1@example.com", "198.51.100.3").await,
+        201
+    );
+    assert_eq!(
+        register_from(&untrusting, "c2@example.com", "198.51.100.4").await,
+        201
+    );
+    assert_eq!(
+        register_from(&untrusting, "c3@example.com", "198.51.100.5").await,
+        429
+    );
+}
+
 both_backends!(
+    forwarded_addresses_count_only_from_trusted_proxies,
     writes_are_limited_per_user,
     writes_are_limited_per_ip,
     concurrent_writes_stay_within_the_budget
