@@ -580,6 +580,24 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_checked_at_start() {
+        let ok = load(
+            Environment::Development,
+            &[("ORDERFLOW__HTTP__TRUSTED_PROXIES", "10.0.0.0/8, ::1")],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = load(
+            Environment::Development,
+            &[(
+                "ORDERFLOW__HTTP__TRUSTED_PROXIES",
+                "10.0.0.0/8, proxy.local",
+            )],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("http.trusted_proxies"), "{err}");
+    }
+
+    #[test]
     fn environment_variables_override_files() {
         let s = load(
             Environment::Development,
