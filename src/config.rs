@@ -104,6 +104,10 @@ pub struct Settings {
     pub payments: PaymentSettings,
     pub sagas: SagaSettings,
     pub idempotency: IdempotencySettings,
+    pub events: EventSettings,
+    pub webhooks: WebhookSettings,
+    pub notifications: NotificationSettings,
+    pub analytics: AnalyticsSettings,
 }
 
 fn default_environment() -> Environment {
@@ -333,6 +337,90 @@ pub struct SagaSettings {
     pub retry_parked_after_s: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// How often the relay looks for committed, unpublished outbox rows.
+    pub relay_interval_ms: u64,
+    /// Rows published per round.
+    pub relay_batch: u32,
+    /// The Redis Stream (under `redis.key_prefix`) is trimmed to about this
+    /// many entries.
+    pub stream_max_len: u64,
+    /// An event published this long ago but not yet turned into deliveries
+    /// is published again (the stream was lost, or its reader died).
+    pub redispatch_after_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Attempts of one delivery before it is `dead`.
+    pub max_attempts: u32,
+    /// Bound on one delivery attempt; no 2xx within it is a failure.
+    pub timeout_ms: u64,
+    /// Delay before the second attempt; doubles per attempt, with jitter.
+    pub backoff_base_ms: u64,
+    /// Longest delay between two attempts.
+    pub backoff_max_ms: u64,
+    /// Deliveries attempted at once by one process.
+    pub concurrency: usize,
+    /// How often due retries are looked for.
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifierKind {
+    /// Writes each notification to the log.
+    Log,
+    /// Sends mail through `notifications.smtp`.
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    pub notifier: NotifierKind,
+    /// The `From` of every message.
+    pub from: String,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: Option<String>,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSettings {
+    /// Tracked events held in memory awaiting a write; beyond it
+    /// `POST /events.track` answers 503.
+    pub buffer_capacity: usize,
+    /// Rows written per insert.
+    pub batch_size: usize,
+    /// Longest time an accepted event waits before its batch is written.
+    pub flush_interval_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -490,6 +578,44 @@ impl Settings {
         if self.idempotency.lock_ttl_s == 0 || self.idempotency.lock_ttl_s >= self.idempotency.ttl_s
         {
             bail!("idempotency.lock_ttl_s must be at least 1 and shorter than idempotency.ttl_s");
+        }
+        if self.events.relay_interval_ms == 0
+            || self.events.relay_batch == 0
+            || self.events.stream_max_len == 0
+            || self.events.redispatch_after_s == 0
+        {
+            bail!("events.relay_interval_ms, relay_batch, stream_max_len and redispatch_after_s must be at least 1");
+        }
+        let w = &self.webhooks;
+        if !(1..=100).contains(&w.max_attempts)
+            || w.timeout_ms == 0
+            || w.backoff_base_ms == 0
+            || w.backoff_max_ms < w.backoff_base_ms
+            || w.concurrency == 0
+            || w.poll_interval_ms == 0
+        {
+            bail!("webhooks: max_attempts must be 1..=100; timeout_ms, backoff_base_ms, concurrency and poll_interval_ms at least 1; backoff_max_ms at least backoff_base_ms");
+        }
+        let n = &self.notifications;
+        if !(1..=100).contains(&n.max_attempts)
+            || n.backoff_base_ms == 0
+            || n.backoff_max_ms < n.backoff_base_ms
+            || n.smtp.timeout_ms == 0
+        {
+            bail!("notifications: max_attempts must be 1..=100, backoff_base_ms and smtp.timeout_ms at least 1, backoff_max_ms at least backoff_base_ms");
+        }
+        if n.notifier == NotifierKind::Smtp && n.smtp.host.as_deref().is_none_or(str::is_empty) {
+            bail!("notifications.notifier = \"smtp\" needs notifications.smtp.host");
+        }
+        if n.smtp.username.is_some() != n.smtp.password.is_some() {
+            bail!("notifications.smtp.username and notifications.smtp.password must be set together");
+        }
+        if n.from.parse::<lettre::message::Mailbox>().is_err() {
+            bail!("notifications.from must be a mail address such as `orderflow <orders@example.com>`");
+        }
+        let a = &self.analytics;
+        if a.buffer_capacity == 0 || a.batch_size == 0 || a.flush_interval_ms == 0 {
+            bail!("analytics.buffer_capacity, batch_size and flush_interval_ms must be at least 1");
         }
         if self.payments.timeout_ms == 0 {
             bail!("payments.timeout_ms must be at least 1");

@@ -22,6 +22,8 @@ use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::events::analytics::Analytics;
+use crate::events::Events;
 use crate::health::HealthMonitor;
 use crate::http;
 use crate::http::admission::Admission;
@@ -43,6 +45,8 @@ pub struct Application {
     sandbox: Option<std::sync::Arc<crate::payments::sandbox::SandboxProvider>>,
     host: String,
     server: Server,
+    analytics: Analytics,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -110,6 +114,13 @@ impl Application {
             &settings.actors,
         );
         let idempotency = web::Data::new(Idempotency::start(db.clone(), &settings.idempotency));
+        let events = Events::start(
+            db.clone(),
+            redis.clone(),
+            &settings,
+            &format!("orderflow-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+        )?;
+        let analytics = Analytics::start(db.clone(), &settings.analytics);
         let checkout_wait = CheckoutWait(Duration::from_millis(settings.checkout.sync_wait_ms));
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
@@ -136,6 +147,8 @@ impl Application {
         let carts = web::Data::new(carts);
         let database = web::Data::new(db);
         let stoq = web::Data::new(StoqSecret(settings.integrations.stoq.secret.clone()));
+        let events = web::Data::new(events);
+        let analytics_data = web::Data::new(analytics.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(envelope_fallback))
@@ -157,6 +170,8 @@ impl Application {
                 .app_data(web::Data::new(checkout_wait))
                 .app_data(database.clone())
                 .app_data(stoq.clone())
+                .app_data(events.clone())
+                .app_data(analytics_data.clone())
                 .configure(http::routes)
         })
         .listen(listener)?
@@ -170,6 +185,8 @@ impl Application {
             sandbox: sandbox_handle,
             host: settings.http.host.clone(),
             server,
+            analytics,
+            shutdown_timeout: Duration::from_secs(settings.http.shutdown_timeout_s),
         })
     }
 
@@ -192,9 +209,12 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped through [`Application::handle`].
+    /// Serves until stopped through [`Application::handle`], then writes
+    /// the analytics events still buffered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.analytics.shutdown(self.shutdown_timeout).await;
+        result
     }
 
     /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
@@ -212,6 +232,7 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
+        self.analytics.shutdown(self.shutdown_timeout).await;
         result
     }
 }

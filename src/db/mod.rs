@@ -10,15 +10,19 @@
 //! not get a connection", which the HTTP layer answers with 503.
 
 pub mod carts;
+pub mod dispatch;
 pub mod events;
 pub mod idempotency;
 pub mod inventory;
+pub mod leases;
+pub mod notifications;
 pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod sagas;
 pub mod schema;
 pub mod users;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::schema::outbox;
@@ -48,6 +49,136 @@ pub async fn payloads_for(
             .filter(outbox::aggregate_id.eq(aggregate_id))
             .order(outbox::id.asc())
             .select(outbox::payload)
+            .load(c)
+            .await
+    })
+}
+
+/// An outbox row as the relay publishes it.
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = outbox)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub event_type: String,
+    pub aggregate_id: String,
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Where the relay sends events: the Redis Stream or the in-process channel.
+pub trait Publisher: Sync {
+    fn publish<'a>(&'a self, events: &'a [OutboxEvent])
+        -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    #[error("publishing events: {0:#}")]
+    Transport(anyhow::Error),
+}
+
+/// Takes up to `limit` events to publish, oldest first: committed rows never
+/// published, then rows published before `republish_before` that no
+/// dispatcher has turned into deliveries (their transport lost them). Calls
+/// `publish` with them and marks them published at `now` once it succeeds.
+///
+/// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) until they
+/// are marked, so two relays publish disjoint sets; a failed `publish` marks
+/// nothing and the rows are taken again next round. Returns how many rows
+/// were published.
+pub async fn publish_pending(
+    conn: &mut super::DbConn,
+    limit: i64,
+    republish_before: NaiveDateTime,
+    now: NaiveDateTime,
+    publisher: &dyn Publisher,
+) -> Result<usize, PublishError> {
+    use diesel_async::AsyncConnection;
+    // Two scans, each served by its own partial index.
+    macro_rules! unpublished {
+        () => {
+            outbox::table
+                .filter(outbox::published_at.is_null())
+                .order(outbox::id.asc())
+                .limit(limit)
+                .select(OutboxEvent::as_select())
+        };
+    }
+    macro_rules! lost {
+        ($room:expr) => {
+            outbox::table
+                .filter(outbox::dispatched_at.is_null())
+                .filter(outbox::published_at.lt(republish_before))
+                .order(outbox::id.asc())
+                .limit($room)
+                .select(OutboxEvent::as_select())
+        };
+    }
+    macro_rules! mark {
+        ($c:expr, $rows:expr) => {{
+            let ids: Vec<&str> = $rows.iter().map(|r: &OutboxEvent| r.id.as_str()).collect();
+            diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+                .set(outbox::published_at.eq(now))
+                .execute($c)
+                .await?;
+        }};
+    }
+    match conn {
+        super::DbConn::Postgres(pooled) => {
+            let c: &mut diesel_async::AsyncPgConnection = &mut *pooled;
+            c.transaction::<_, PublishError, _>(async |c| {
+                let mut rows = unpublished!().for_update().skip_locked().load(c).await?;
+                let room = limit - rows.len() as i64;
+                if room > 0 {
+                    rows.extend(lost!(room).for_update().skip_locked().load(c).await?);
+                }
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                publisher.publish(&rows).await.map_err(PublishError::Transport)?;
+                mark!(c, rows);
+                Ok(rows.len())
+            })
+            .await
+        }
+        // One writer at a time: no lock to take; the marks are one UPDATE.
+        super::DbConn::Sqlite(pooled) => {
+            let c: &mut super::SqliteConn = &mut *pooled;
+            let mut rows = unpublished!().load(c).await?;
+            let room = limit - rows.len() as i64;
+            if room > 0 {
+                rows.extend(lost!(room).load(c).await?);
+            }
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            publisher.publish(&rows).await.map_err(PublishError::Transport)?;
+            mark!(c, rows);
+            Ok(rows.len())
+        }
+    }
+}
+
+/// The creation time of the oldest event not yet published, if any.
+pub async fn oldest_unpublished(conn: &mut super::DbConn) -> QueryResult<Option<NaiveDateTime>> {
+    crate::with_conn!(conn, |c| {
+        outbox::table
+            .filter(outbox::published_at.is_null())
+            .select(diesel::dsl::min(outbox::created_at))
+            .first(c)
+            .await
+    })
+}
+
+/// Events by id, for the dispatcher and the delivery workers.
+pub async fn find_many(conn: &mut super::DbConn, ids: &[String]) -> QueryResult<Vec<OutboxEvent>> {
+    crate::with_conn!(conn, |c| {
+        outbox::table
+            .filter(outbox::id.eq_any(ids))
+            .order(outbox::id.asc())
+            .select(OutboxEvent::as_select())
             .load(c)
             .await
     })

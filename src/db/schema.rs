@@ -69,8 +69,61 @@ diesel::table! {
         payload -> Text,
         created_at -> Timestamp,
         published_at -> Nullable<Timestamp>,
+        dispatched_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        url -> Text,
+        events -> Text,
+        secret -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Text,
+        event_id -> Text,
+        kind -> Text,
+        order_id -> Text,
+        recipient -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::joinable!(webhook_deliveries -> outbox (event_id));
+diesel::joinable!(notifications -> outbox (event_id));
 
 diesel::joinable!(inventory -> products (sku));
 diesel::joinable!(reservations -> inventory (sku));
@@ -259,5 +312,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     reservations,
     inventory_movements,
     outbox,
+    webhooks,
+    webhook_deliveries,
+    notifications,
     users
 );

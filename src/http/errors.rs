@@ -222,6 +222,12 @@ fn envelope(status: StatusCode, code: &str, message: &str, details: Value) -> Ht
     }))
 }
 
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         if e.is_unavailable() {

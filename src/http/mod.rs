@@ -3,6 +3,7 @@
 //! `domain` and the services. Routes are declared here, in one place.
 
 pub mod admission;
+pub mod analytics;
 pub mod auth;
 pub mod carts;
 pub mod client_ip;
@@ -20,6 +21,7 @@ pub mod products;
 pub mod request_telemetry;
 pub mod sagas;
 pub mod users;
+pub mod webhooks;
 pub mod write_limits;
 
 use actix_web::web;
@@ -84,6 +86,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/sagas").route(web::get().to(sagas::list)))
                 .service(resource("/sagas/{id}").route(web::get().to(sagas::get)))
                 .service(resource("/sagas/{id}/resume").route(web::post().to(sagas::resume)))
+                .service(
+                    resource("/webhooks")
+                        .route(web::get().to(webhooks::list))
+                        .route(web::post().to(webhooks::create)),
+                )
+                .service(resource("/webhooks/{id}").route(web::delete().to(webhooks::delete)))
+                .service(
+                    resource("/webhooks/{id}/deliveries")
+                        .route(web::get().to(webhooks::deliveries)),
+                )
+                .service(
+                    resource("/webhooks/deliveries/{delivery_id}/replay")
+                        .route(web::post().to(webhooks::replay)),
+                )
+                .service(resource("/events.track").route(web::post().to(analytics::track)))
+                .service(resource("/events").route(web::get().to(analytics::list)))
                 .service(
                     resource("/integrations/stoq/events")
                         .route(web::post().to(integrations::stoq_events)),

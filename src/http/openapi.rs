@@ -28,7 +28,9 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{auth, carts, integrations, inventory, ops, orders, products, sagas, users};
+use super::{
+    analytics, auth, carts, integrations, inventory, ops, orders, products, sagas, users, webhooks,
+};
 use crate::domain::order::SagaState;
 use crate::health::HealthReport;
 
@@ -100,6 +102,13 @@ route answers 404 `not_found` or 405 `method_not_allowed`.",
         sagas::get,
         sagas::resume,
         integrations::stoq_events,
+        webhooks::create,
+        webhooks::list,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::replay,
+        analytics::track,
+        analytics::list,
     ),
     components(schemas(ErrorEnvelope, ErrorBody)),
     modifiers(&CrossCutting),
@@ -113,6 +122,8 @@ route answers 404 `not_found` or 405 `method_not_allowed`.",
         (name = "orders", description = "Orders, their audit trail and life-cycle commands"),
         (name = "sagas", description = "Inspection of checkout sagas; resuming a stuck one"),
         (name = "integrations", description = "Inbound events from other systems"),
+        (name = "webhooks", description = "Endpoints that receive domain events, signed; their deliveries and replays (admin)"),
+        (name = "analytics", description = "Tracking analytics events; listing recorded events (admin)"),
     )
 )]
 pub struct ApiDoc;

@@ -68,7 +68,6 @@
 //! which a proxy cannot reach.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -178,7 +177,7 @@ impl PaypalProvider {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("orderflow/", env!("CARGO_PKG_VERSION")));
-        if is_loopback(&url) {
+        if crate::outbound::is_loopback(&url) {
             builder = builder.no_proxy();
         }
         let client = builder.build().context("building the PayPal HTTP client")?;
@@ -483,18 +482,6 @@ impl PaymentProvider for PaypalProvider {
         request: &'a PaymentRequest,
     ) -> BoxFuture<'a, Result<Option<PaymentResult>, PaymentError>> {
         self.find(request).boxed()
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host_str() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
     }
 }
 

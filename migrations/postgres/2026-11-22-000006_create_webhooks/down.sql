@@ -1,0 +1,5 @@
+DROP TABLE notifications;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhooks;
+DROP INDEX outbox_undispatched;
+ALTER TABLE outbox DROP COLUMN dispatched_at;

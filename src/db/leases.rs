@@ -1,0 +1,101 @@
+//! Work queues kept in a table (webhook deliveries, notifications): a row is
+//! due while its `status` is `pending` or `failed` and its `next_attempt_at`
+//! has come. A worker takes due rows by writing its own lease token and an
+//! expiry; it records an attempt's outcome only while it still holds that
+//! token, so a row whose lease ran out (the worker died or hung) is taken by
+//! another worker and the late outcome is discarded.
+
+/// Takes up to `$limit` due rows of `$table` for `$token` until `$until`;
+/// evaluates to `QueryResult<Vec<String>>`, the ids taken. On PostgreSQL the
+/// candidates are locked with `FOR UPDATE SKIP LOCKED`, so workers of several
+/// processes split the due rows instead of contending for the same ones.
+#[macro_export]
+macro_rules! claim_due {
+    ($conn:expr, $table:ident, $limit:expr, $token:expr, $until:expr, $now:expr) => {{
+        use ::diesel::prelude::*;
+        use ::diesel_async::{AsyncConnection, RunQueryDsl};
+        use $crate::db::schema::$table;
+        let (limit, token, until, now): (i64, &str, ::chrono::NaiveDateTime, ::chrono::NaiveDateTime) =
+            ($limit, $token, $until, $now);
+        macro_rules! candidates {
+            () => {
+                $table::table
+                    .filter($table::status.eq_any(["pending", "failed"]))
+                    .filter($table::next_attempt_at.le(now))
+                    .filter(
+                        $table::lease_expires_at
+                            .is_null()
+                            .or($table::lease_expires_at.lt(now)),
+                    )
+                    .order($table::next_attempt_at.asc())
+                    .limit(limit)
+                    .select($table::id)
+            };
+        }
+        macro_rules! take {
+            ($c:expr, $ids:expr) => {{
+                let ids: Vec<String> = $ids;
+                if ids.is_empty() {
+                    Ok(ids)
+                } else {
+                    diesel::update(
+                        $table::table.filter($table::id.eq_any(&ids)).filter(
+                            $table::lease_expires_at
+                                .is_null()
+                                .or($table::lease_expires_at.lt(now)),
+                        ),
+                    )
+                    .set((
+                        $table::lease_owner.eq(token),
+                        $table::lease_expires_at.eq(until),
+                    ))
+                    .returning($table::id)
+                    .get_results::<String>($c)
+                    .await
+                }
+            }};
+        }
+        match $conn {
+            $crate::db::DbConn::Postgres(pooled) => {
+                let c: &mut ::diesel_async::AsyncPgConnection = &mut *pooled;
+                c.transaction(async |c| {
+                    let ids = candidates!().for_update().skip_locked().load(c).await?;
+                    take!(c, ids)
+                })
+                .await
+            }
+            $crate::db::DbConn::Sqlite(pooled) => {
+                let c: &mut $crate::db::SqliteConn = &mut *pooled;
+                let ids = candidates!().load(c).await?;
+                take!(c, ids)
+            }
+        }
+    }};
+}
+
+/// What an attempt came to, as the queue records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Succeeded,
+    /// Tried again at the given time.
+    Failed(chrono::NaiveDateTime),
+    /// No attempts left.
+    Dead,
+}
+
+impl Settled {
+    pub fn status(self) -> &'static str {
+        match self {
+            Settled::Succeeded => "succeeded",
+            Settled::Failed(_) => "failed",
+            Settled::Dead => "dead",
+        }
+    }
+
+    pub fn next_attempt_at(self) -> Option<chrono::NaiveDateTime> {
+        match self {
+            Settled::Failed(at) => Some(at),
+            Settled::Succeeded | Settled::Dead => None,
+        }
+    }
+}

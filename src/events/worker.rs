@@ -1,0 +1,87 @@
+//! The loop shared by webhook deliveries and notifications: take due rows
+//! under a lease (see [`crate::db::leases`]), work on each in a task of its
+//! own, at most `concurrency` at once, and look again when woken or every
+//! `poll_interval`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, Semaphore};
+
+/// A table of due work.
+pub trait Queue: Send + Sync + 'static {
+    /// For logs.
+    fn name(&self) -> &'static str;
+
+    /// Takes up to `limit` due rows under `token` until `until`.
+    fn claim<'a>(
+        &'a self,
+        limit: i64,
+        token: &'a str,
+        until: chrono::NaiveDateTime,
+        now: chrono::NaiveDateTime,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<String>>>;
+
+    /// One attempt at the row `id`, recorded under `token`.
+    fn process(self: Arc<Self>, id: String, token: String) -> BoxFuture<'static, ()>;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// How long a taken row stays taken: longer than one attempt can last.
+    pub lease: Duration,
+}
+
+/// Starts the worker; notifying the returned handle makes it look at once.
+pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
+    let wake = Arc::new(Notify::new());
+    let woken = wake.clone();
+    tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let lease = chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::MAX);
+        let mut failures = 0u32;
+        loop {
+            let Ok(first) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let limit = 1 + slots.available_permits() as i64;
+            let token = format!("{}-{}", queue.name(), uuid::Uuid::now_v7());
+            let now = Utc::now().naive_utc();
+            match queue.claim(limit, &token, now + lease, now).await {
+                Ok(ids) if ids.is_empty() => {
+                    failures = 0;
+                    drop(first);
+                    let _ = tokio::time::timeout(config.poll_interval, woken.notified()).await;
+                }
+                Ok(ids) => {
+                    failures = 0;
+                    let mut first = Some(first);
+                    for id in ids {
+                        // Only this loop takes slots, so the ones counted are there.
+                        let Some(slot) = first.take().or_else(|| slots.clone().try_acquire_owned().ok())
+                        else {
+                            break;
+                        };
+                        let work = queue.clone().process(id, token.clone());
+                        tokio::spawn(async move {
+                            work.await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => {
+                    drop(first);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(queue = queue.name(), error = %e, "cannot take due work; retrying");
+                    let pause = config.poll_interval * failures.min(20);
+                    tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    });
+    wake
+}
