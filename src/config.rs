@@ -608,7 +608,9 @@ impl Settings {
             bail!("notifications.notifier = \"smtp\" needs notifications.smtp.host");
         }
         if n.smtp.username.is_some() != n.smtp.password.is_some() {
-            bail!("notifications.smtp.username and notifications.smtp.password must be set together");
+            bail!(
+                "notifications.smtp.username and notifications.smtp.password must be set together"
+            );
         }
         if n.from.parse::<lettre::message::Mailbox>().is_err() {
             bail!("notifications.from must be a mail address such as `orderflow <orders@example.com>`");

@@ -31,10 +31,7 @@ pub async fn record(conn: &mut DbConn, work: &Work, now: NaiveDateTime) -> Query
             for delivery in &work.deliveries {
                 created += diesel::insert_into(webhook_deliveries::table)
                     .values(delivery)
-                    .on_conflict((
-                        webhook_deliveries::webhook_id,
-                        webhook_deliveries::event_id,
-                    ))
+                    .on_conflict((webhook_deliveries::webhook_id, webhook_deliveries::event_id))
                     .do_nothing()
                     .execute(c)
                     .await?;

@@ -15,8 +15,12 @@ macro_rules! claim_due {
         use ::diesel::prelude::*;
         use ::diesel_async::{AsyncConnection, RunQueryDsl};
         use $crate::db::schema::$table;
-        let (limit, token, until, now): (i64, &str, ::chrono::NaiveDateTime, ::chrono::NaiveDateTime) =
-            ($limit, $token, $until, $now);
+        let (limit, token, until, now): (
+            i64,
+            &str,
+            ::chrono::NaiveDateTime,
+            ::chrono::NaiveDateTime,
+        ) = ($limit, $token, $until, $now);
         macro_rules! candidates {
             () => {
                 $table::table

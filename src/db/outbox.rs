@@ -67,8 +67,7 @@ pub struct OutboxEvent {
 
 /// Where the relay sends events: the Redis Stream or the in-process channel.
 pub trait Publisher: Sync {
-    fn publish<'a>(&'a self, events: &'a [OutboxEvent])
-        -> BoxFuture<'a, anyhow::Result<()>>;
+    fn publish<'a>(&'a self, events: &'a [OutboxEvent]) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +136,10 @@ pub async fn publish_pending(
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                publisher.publish(&rows).await.map_err(PublishError::Transport)?;
+                publisher
+                    .publish(&rows)
+                    .await
+                    .map_err(PublishError::Transport)?;
                 mark!(c, rows);
                 Ok(rows.len())
             })
@@ -154,7 +156,10 @@ pub async fn publish_pending(
             if rows.is_empty() {
                 return Ok(0);
             }
-            publisher.publish(&rows).await.map_err(PublishError::Transport)?;
+            publisher
+                .publish(&rows)
+                .await
+                .map_err(PublishError::Transport)?;
             mark!(c, rows);
             Ok(rows.len())
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, Mutex};
 

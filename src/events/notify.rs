@@ -93,8 +93,8 @@ pub struct SmtpNotifier {
 
 impl SmtpNotifier {
     pub fn new(settings: &NotificationSettings) -> anyhow::Result<SmtpNotifier> {
-        use lettre::transport::smtp::client::{Tls, TlsParameters};
         use lettre::transport::smtp::authentication::Credentials;
+        use lettre::transport::smtp::client::{Tls, TlsParameters};
         let smtp = &settings.smtp;
         let host = smtp
             .host
@@ -105,10 +105,11 @@ impl SmtpNotifier {
             SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.clone())?),
             SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.clone())?),
         };
-        let mut builder = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&host)
-            .port(smtp.port)
-            .tls(tls)
-            .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
+        let mut builder =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&host)
+                .port(smtp.port)
+                .tls(tls)
+                .timeout(Some(Duration::from_millis(smtp.timeout_ms)));
         if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
             builder = builder.credentials(Credentials::new(
                 user.clone(),
@@ -151,7 +152,9 @@ impl Notifier for SmtpNotifier {
     }
 }
 
-pub fn notifier_from_settings(settings: &NotificationSettings) -> anyhow::Result<Arc<dyn Notifier>> {
+pub fn notifier_from_settings(
+    settings: &NotificationSettings,
+) -> anyhow::Result<Arc<dyn Notifier>> {
     Ok(match settings.notifier {
         NotifierKind::Log => Arc::new(LogNotifier),
         NotifierKind::Smtp => Arc::new(SmtpNotifier::new(settings)?),
@@ -238,7 +241,10 @@ impl NotificationQueue {
                 let message = render(kind, &row.recipient, &event);
                 self.notifier.send(&message).await
             }
-            _ => Err(NotifyError(format!("unknown kind `{}` or event gone", row.kind))),
+            _ => Err(NotifyError(format!(
+                "unknown kind `{}` or event gone",
+                row.kind
+            ))),
         };
         self.settle(&row, token, result).await
     }
@@ -253,17 +259,27 @@ impl NotificationQueue {
         let attempts = row.attempts as u32 + 1;
         let (settled, error) = match &result {
             Ok(()) => (Settled::Succeeded, None),
-            Err(e) => (self.policy.after_failure(attempts, now), Some(e.0.chars().take(500).collect::<String>())),
+            Err(e) => (
+                self.policy.after_failure(attempts, now),
+                Some(e.0.chars().take(500).collect::<String>()),
+            ),
         };
         let mut conn = self.db.conn().await?;
-        if !notifications::settle(&mut conn, &row.id, token, settled, error.as_deref(), now).await? {
+        if !notifications::settle(&mut conn, &row.id, token, settled, error.as_deref(), now).await?
+        {
             return Ok(());
         }
         metrics::counter!("notifications_total", "kind" => NotificationKind::parse(&row.kind).map_or("unknown", |k| k.as_str()), "outcome" => settled.status(), "notifier" => self.notifier.name()).increment(1);
         match settled {
-            Settled::Succeeded => tracing::debug!(notification.id = %row.id, kind = %row.kind, "notification sent"),
-            Settled::Failed(next) => tracing::info!(notification.id = %row.id, kind = %row.kind, attempts, error, next_attempt_at = %next, "notification failed; will retry"),
-            Settled::Dead => tracing::warn!(notification.id = %row.id, kind = %row.kind, attempts, error, "notification dead after its last attempt"),
+            Settled::Succeeded => {
+                tracing::debug!(notification.id = %row.id, kind = %row.kind, "notification sent")
+            }
+            Settled::Failed(next) => {
+                tracing::info!(notification.id = %row.id, kind = %row.kind, attempts, error, next_attempt_at = %next, "notification failed; will retry")
+            }
+            Settled::Dead => {
+                tracing::warn!(notification.id = %row.id, kind = %row.kind, attempts, error, "notification dead after its last attempt")
+            }
         }
         Ok(())
     }
@@ -314,30 +330,61 @@ mod tests {
 
     #[test]
     fn messages_name_the_order_and_what_happened() {
-        let paid = event("order.paid", serde_json::json!({"order_id": "o1", "total": 12345, "currency": "EUR"}));
+        let paid = event(
+            "order.paid",
+            serde_json::json!({"order_id": "o1", "total": 12345, "currency": "EUR"}),
+        );
         let m = render(NotificationKind::OrderConfirmation, "a@example.com", &paid);
         assert_eq!(m.to, "a@example.com");
         assert!(m.subject.contains("o1"));
         assert!(m.body.contains("123.45 EUR"), "{}", m.body);
 
-        let shipped = event("order.shipped", serde_json::json!({"order_id": "o1", "data": {"carrier": "UPS", "tracking_number": "1Z9"}}));
+        let shipped = event(
+            "order.shipped",
+            serde_json::json!({"order_id": "o1", "data": {"carrier": "UPS", "tracking_number": "1Z9"}}),
+        );
         let m = render(NotificationKind::Shipping, "a@example.com", &shipped);
-        assert!(m.body.contains("UPS") && m.body.contains("1Z9"), "{}", m.body);
+        assert!(
+            m.body.contains("UPS") && m.body.contains("1Z9"),
+            "{}",
+            m.body
+        );
 
-        let refunded = event("order.refunded", serde_json::json!({"order_id": "o1", "currency": "USD", "data": {"amount": 500}}));
+        let refunded = event(
+            "order.refunded",
+            serde_json::json!({"order_id": "o1", "currency": "USD", "data": {"amount": 500}}),
+        );
         let m = render(NotificationKind::Refund, "a@example.com", &refunded);
         assert!(m.body.contains("5.00 USD"), "{}", m.body);
     }
 
     #[test]
     fn only_paid_shipped_and_refunded_orders_notify() {
-        assert_eq!(NotificationKind::for_event("order.paid"), Some(NotificationKind::OrderConfirmation));
-        assert_eq!(NotificationKind::for_event("order.shipped"), Some(NotificationKind::Shipping));
-        assert_eq!(NotificationKind::for_event("order.refunded"), Some(NotificationKind::Refund));
-        for other in ["order.created", "order.cancelled", "inventory.reserved", "payment.failed"] {
+        assert_eq!(
+            NotificationKind::for_event("order.paid"),
+            Some(NotificationKind::OrderConfirmation)
+        );
+        assert_eq!(
+            NotificationKind::for_event("order.shipped"),
+            Some(NotificationKind::Shipping)
+        );
+        assert_eq!(
+            NotificationKind::for_event("order.refunded"),
+            Some(NotificationKind::Refund)
+        );
+        for other in [
+            "order.created",
+            "order.cancelled",
+            "inventory.reserved",
+            "payment.failed",
+        ] {
             assert_eq!(NotificationKind::for_event(other), None);
         }
-        for kind in [NotificationKind::OrderConfirmation, NotificationKind::Shipping, NotificationKind::Refund] {
+        for kind in [
+            NotificationKind::OrderConfirmation,
+            NotificationKind::Shipping,
+            NotificationKind::Refund,
+        ] {
             assert_eq!(NotificationKind::parse(kind.as_str()), Some(kind));
         }
     }

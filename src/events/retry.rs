@@ -38,8 +38,8 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             Settled::Dead
         } else {
-            let delay = chrono::Duration::from_std(self.delay(attempts))
-                .unwrap_or(chrono::Duration::MAX);
+            let delay =
+                chrono::Duration::from_std(self.delay(attempts)).unwrap_or(chrono::Duration::MAX);
             Settled::Failed(now + delay)
         }
     }

@@ -33,7 +33,10 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The body every endpoint receives for `event`.
@@ -115,16 +118,30 @@ impl WebhookQueue {
         )
         .await?;
         if !recorded {
-            tracing::info!(delivery.id = id, "delivery lease lost (replayed or expired); outcome not recorded");
+            tracing::info!(
+                delivery.id = id,
+                "delivery lease lost (replayed or expired); outcome not recorded"
+            );
             return Ok(());
         }
         metrics::counter!("webhook_deliveries_total", "outcome" => settled.status()).increment(1);
-        log_outcome(&delivery, &endpoint, settled, attempts, status_code, error.as_deref());
+        log_outcome(
+            &delivery,
+            &endpoint,
+            settled,
+            attempts,
+            status_code,
+            error.as_deref(),
+        );
         Ok(())
     }
 
     /// One POST: (2xx, status, error text).
-    async fn send(&self, endpoint: &WebhookRow, event: &OutboxEvent) -> (bool, Option<i32>, Option<String>) {
+    async fn send(
+        &self,
+        endpoint: &WebhookRow,
+        event: &OutboxEvent,
+    ) -> (bool, Option<i32>, Option<String>) {
         let body = body(event);
         let signed = signature(&endpoint.secret, Utc::now().timestamp(), &body);
         let client = match reqwest::Url::parse(&endpoint.url) {
@@ -146,7 +163,11 @@ impl WebhookQueue {
             }
             Ok(response) => {
                 let status = response.status();
-                (false, Some(i32::from(status.as_u16())), Some(format!("answered {status}")))
+                (
+                    false,
+                    Some(i32::from(status.as_u16())),
+                    Some(format!("answered {status}")),
+                )
             }
             Err(e) if e.is_timeout() => (
                 false,
@@ -179,9 +200,15 @@ fn log_outcome(
     error: Option<&str>,
 ) {
     match settled {
-        Settled::Succeeded => tracing::debug!(delivery.id = %delivery.id, event.id = %delivery.event_id, attempts, "webhook delivered"),
-        Settled::Failed(next) => tracing::info!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, next_attempt_at = %next, "webhook delivery failed; will retry"),
-        Settled::Dead => tracing::warn!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, "webhook delivery dead after its last attempt"),
+        Settled::Succeeded => {
+            tracing::debug!(delivery.id = %delivery.id, event.id = %delivery.event_id, attempts, "webhook delivered")
+        }
+        Settled::Failed(next) => {
+            tracing::info!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, next_attempt_at = %next, "webhook delivery failed; will retry")
+        }
+        Settled::Dead => {
+            tracing::warn!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, "webhook delivery dead after its last attempt")
+        }
     }
 }
 

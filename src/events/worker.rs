@@ -62,7 +62,9 @@ pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
                     let mut first = Some(first);
                     for id in ids {
                         // Only this loop takes slots, so the ones counted are there.
-                        let Some(slot) = first.take().or_else(|| slots.clone().try_acquire_owned().ok())
+                        let Some(slot) = first
+                            .take()
+                            .or_else(|| slots.clone().try_acquire_owned().ok())
                         else {
                             break;
                         };

@@ -96,11 +96,18 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn checked(body: Track, user: Option<&AuthUser>, now: DateTime<Utc>) -> Result<NewEventRow, ApiError> {
+fn checked(
+    body: Track,
+    user: Option<&AuthUser>,
+    now: DateTime<Utc>,
+) -> Result<NewEventRow, ApiError> {
     let mut errors = std::collections::BTreeMap::new();
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
-        errors.insert("name".to_owned(), format!("must be 1-{NAME_MAX} characters without control characters"));
+        errors.insert(
+            "name".to_owned(),
+            format!("must be 1-{NAME_MAX} characters without control characters"),
+        );
     }
     let properties = match body.properties {
         None | Some(Value::Null) => json!({}),
@@ -112,11 +119,17 @@ fn checked(body: Track, user: Option<&AuthUser>, now: DateTime<Utc>) -> Result<N
     };
     let properties = properties.to_string();
     if properties.len() > PROPERTIES_MAX_BYTES {
-        errors.insert("properties".to_owned(), format!("must be at most {PROPERTIES_MAX_BYTES} bytes"));
+        errors.insert(
+            "properties".to_owned(),
+            format!("must be at most {PROPERTIES_MAX_BYTES} bytes"),
+        );
     }
     let occurred_at = body.occurred_at.unwrap_or(now);
     if occurred_at > now + FUTURE_SKEW {
-        errors.insert("occurred_at".to_owned(), "must not be more than 24 hours ahead".to_owned());
+        errors.insert(
+            "occurred_at".to_owned(),
+            "must not be more than 24 hours ahead".to_owned(),
+        );
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -153,7 +166,10 @@ pub async fn track(
     let row = checked(body, user.as_ref(), Utc::now())?;
     let id = row.id.clone();
     match analytics.track(row) {
-        Ok(()) => Ok(HttpResponse::Accepted().json(Tracked { id, status: "accepted" })),
+        Ok(()) => Ok(HttpResponse::Accepted().json(Tracked {
+            id,
+            status: "accepted",
+        })),
         Err(TrackError::Full) => Err(ApiError::Overloaded),
         Err(TrackError::Closed) => Err(ApiError::Unavailable("the engine is stopping".to_owned())),
     }
@@ -196,9 +212,19 @@ pub async fn list(
         since: parse_time("since", query.since.as_deref())?,
         until: parse_time("until", query.until.as_deref())?,
     };
-    let rows = store::list(&mut db.conn().await?, &filter, before.as_deref(), page.fetch_limit()?).await?;
+    let rows = store::list(
+        &mut db.conn().await?,
+        &filter,
+        before.as_deref(),
+        page.fetch_limit()?,
+    )
+    .await?;
     let items = rows.into_iter().map(EventView::from).collect();
-    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |e: &EventView| e.id.clone())))
+    Ok(
+        HttpResponse::Ok().json(Page::from_overfetch(items, limit, |e: &EventView| {
+            e.id.clone()
+        })),
+    )
 }
 
 #[cfg(test)]
@@ -216,7 +242,12 @@ mod tests {
     #[test]
     fn a_good_event_is_kept_as_sent() {
         let now = Utc::now();
-        let row = checked(track(" product_viewed ", Some(json!({"sku": "A"})), None), None, now).unwrap();
+        let row = checked(
+            track(" product_viewed ", Some(json!({"sku": "A"})), None),
+            None,
+            now,
+        )
+        .unwrap();
         assert_eq!(row.name, "product_viewed");
         assert_eq!(row.source, "api");
         assert_eq!(row.properties, r#"{"sku":"A"}"#);
@@ -230,7 +261,9 @@ mod tests {
     fn bad_events_name_their_field() {
         let now = Utc::now();
         let field = |t: Track| match checked(t, None, now) {
-            Err(ApiError::Validation(fields)) => fields.keys().cloned().collect::<Vec<_>>().join(","),
+            Err(ApiError::Validation(fields)) => {
+                fields.keys().cloned().collect::<Vec<_>>().join(",")
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(field(track("  ", None, None)), "name");
@@ -238,7 +271,13 @@ mod tests {
         assert_eq!(field(track("a\u{0}b", None, None)), "name");
         assert_eq!(field(track("x", Some(json!([1])), None)), "properties");
         assert_eq!(field(track("x", Some(json!("s")), None)), "properties");
-        assert_eq!(field(track("x", Some(json!({"k": "v".repeat(17_000)})), None)), "properties");
-        assert_eq!(field(track("x", None, Some(now + chrono::Duration::hours(25)))), "occurred_at");
+        assert_eq!(
+            field(track("x", Some(json!({"k": "v".repeat(17_000)})), None)),
+            "properties"
+        );
+        assert_eq!(
+            field(track("x", None, Some(now + chrono::Duration::hours(25)))),
+            "occurred_at"
+        );
     }
 }

@@ -135,19 +135,34 @@ fn validate(body: NewWebhook) -> Result<(String, Vec<String>, String), ApiError>
         }
     }
     if events.is_empty() {
-        errors.insert("events".to_owned(), "must name at least one event type, or \"*\"".to_owned());
-    } else if events.iter().any(|e| e == "*") && events.len() > 1 {
-        errors.insert("events".to_owned(), "\"*\" takes every event type; list it alone".to_owned());
-    } else if let Some(unknown) = events.iter().find(|e| *e != "*" && !EVENT_TYPES.contains(&e.as_str())) {
         errors.insert(
             "events".to_owned(),
-            format!("unknown event type `{}`; known: {}", unknown.chars().take(64).collect::<String>(), EVENT_TYPES.join(", ")),
+            "must name at least one event type, or \"*\"".to_owned(),
+        );
+    } else if events.iter().any(|e| e == "*") && events.len() > 1 {
+        errors.insert(
+            "events".to_owned(),
+            "\"*\" takes every event type; list it alone".to_owned(),
+        );
+    } else if let Some(unknown) = events
+        .iter()
+        .find(|e| *e != "*" && !EVENT_TYPES.contains(&e.as_str()))
+    {
+        errors.insert(
+            "events".to_owned(),
+            format!(
+                "unknown event type `{}`; known: {}",
+                unknown.chars().take(64).collect::<String>(),
+                EVENT_TYPES.join(", ")
+            ),
         );
     }
     let secret = match body.secret {
         Some(secret) => {
             let length = secret.chars().count();
-            if !(SECRET_MIN..=SECRET_MAX).contains(&length) || !secret.chars().all(|c| c.is_ascii_graphic()) {
+            if !(SECRET_MIN..=SECRET_MAX).contains(&length)
+                || !secret.chars().all(|c| c.is_ascii_graphic())
+            {
                 errors.insert(
                     "secret".to_owned(),
                     format!("must be {SECRET_MIN}-{SECRET_MAX} visible ASCII characters"),
@@ -219,7 +234,10 @@ pub async fn create(
     store::insert(&mut db.conn().await?, &row).await?;
     tracing::info!(webhook.id = %row.id, webhook.url = %row.url, "webhook registered");
     Ok(HttpResponse::Created()
-        .insert_header((actix_web::http::header::LOCATION, format!("{}/webhooks/{}/deliveries", super::API_PREFIX, row.id)))
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("{}/webhooks/{}/deliveries", super::API_PREFIX, row.id),
+        ))
         .json(WebhookView::from_row(row, true)))
 }
 
@@ -242,10 +260,21 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
     let after = query.cursor(uuid::Uuid::parse_str)?.map(|u| u.to_string());
-    let rows = store::page(&mut db.conn().await?, after.as_deref(), query.fetch_limit()?)
-        .await?;
-    let items = rows.into_iter().map(|r| WebhookView::from_row(r, false)).collect();
-    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |w: &WebhookView| w.id.clone())))
+    let rows = store::page(
+        &mut db.conn().await?,
+        after.as_deref(),
+        query.fetch_limit()?,
+    )
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| WebhookView::from_row(r, false))
+        .collect();
+    Ok(
+        HttpResponse::Ok().json(Page::from_overfetch(items, limit, |w: &WebhookView| {
+            w.id.clone()
+        })),
+    )
 }
 
 #[utoipa::path(
@@ -298,17 +327,30 @@ pub async fn deliveries(
     let before = page.cursor(uuid::Uuid::parse_str)?.map(|u| u.to_string());
     if let Some(status) = &query.status {
         if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::InvalidQuery(format!("status must be one of {}", STATUSES.join(", "))));
+            return Err(ApiError::InvalidQuery(format!(
+                "status must be one of {}",
+                STATUSES.join(", ")
+            )));
         }
     }
     let mut conn = db.conn().await?;
     if store::find(&mut conn, &id).await?.is_none() {
         return Err(ApiError::NotFound);
     }
-    let rows = store::deliveries(&mut conn, &id, query.status.as_deref(), before.as_deref(), page.fetch_limit()?)
-        .await?;
+    let rows = store::deliveries(
+        &mut conn,
+        &id,
+        query.status.as_deref(),
+        before.as_deref(),
+        page.fetch_limit()?,
+    )
+    .await?;
     let items = rows.into_iter().map(DeliveryView::from).collect();
-    Ok(HttpResponse::Ok().json(Page::from_overfetch(items, limit, |d: &DeliveryView| d.id.clone())))
+    Ok(
+        HttpResponse::Ok().json(Page::from_overfetch(items, limit, |d: &DeliveryView| {
+            d.id.clone()
+        })),
+    )
 }
 
 #[utoipa::path(
@@ -352,7 +394,9 @@ mod tests {
 
     fn refused_field(result: Result<(String, Vec<String>, String), ApiError>) -> String {
         match result {
-            Err(ApiError::Validation(fields)) => fields.keys().cloned().collect::<Vec<_>>().join(","),
+            Err(ApiError::Validation(fields)) => {
+                fields.keys().cloned().collect::<Vec<_>>().join(",")
+            }
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
@@ -362,8 +406,21 @@ mod tests {
         for url in ["http://127.0.0.1:9000/hook", "https://example.com/a?b=c"] {
             assert!(validate(body(url, &["*"], None)).is_ok(), "{url}");
         }
-        for url in ["ftp://example.com/", "file:///etc/passwd", "javascript:alert(1)", "gopher://x", "/relative", "", "https://user:pw@example.com/", "http://"] {
-            assert_eq!(refused_field(validate(body(url, &["*"], None))), "url", "{url}");
+        for url in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "gopher://x",
+            "/relative",
+            "",
+            "https://user:pw@example.com/",
+            "http://",
+        ] {
+            assert_eq!(
+                refused_field(validate(body(url, &["*"], None))),
+                "url",
+                "{url}"
+            );
         }
         let long = format!("https://example.com/{}", "a".repeat(URL_MAX));
         assert_eq!(refused_field(validate(body(&long, &["*"], None))), "url");
@@ -371,10 +428,19 @@ mod tests {
 
     #[test]
     fn event_filters_name_known_types_or_star_alone() {
-        let (_, events, _) = validate(body("http://h/", &["order.paid", "order.paid", "order.created"], None)).unwrap();
+        let (_, events, _) = validate(body(
+            "http://h/",
+            &["order.paid", "order.paid", "order.created"],
+            None,
+        ))
+        .unwrap();
         assert_eq!(events, ["order.paid", "order.created"]);
         for bad in [&[][..], &["order.unknown"], &["*", "order.paid"]] {
-            assert_eq!(refused_field(validate(body("http://h/", bad, None))), "events", "{bad:?}");
+            assert_eq!(
+                refused_field(validate(body("http://h/", bad, None))),
+                "events",
+                "{bad:?}"
+            );
         }
     }
 
@@ -387,7 +453,10 @@ mod tests {
         let (_, _, given) = validate(body("http://h/", &["*"], Some("0123456789abcdef"))).unwrap();
         assert_eq!(given, "0123456789abcdef");
         for bad in ["short", "has a space in it ok", &"x".repeat(257)] {
-            assert_eq!(refused_field(validate(body("http://h/", &["*"], Some(bad)))), "secret");
+            assert_eq!(
+                refused_field(validate(body("http://h/", &["*"], Some(bad)))),
+                "secret"
+            );
         }
     }
 }

@@ -98,6 +98,23 @@ const MATRIX: &[(&str, &str, [u16; 4])] = &[
     ("get", "/api/v1/sagas", [401, 403, 403, 200]),
     ("get", "/api/v1/sagas/{id}", [401, 200, 404, 200]),
     ("post", "/api/v1/sagas/{id}/resume", [401, 403, 403, 409]),
+    // Webhooks: admin only.
+    ("post", "/api/v1/webhooks", [401, 403, 403, 201]),
+    ("get", "/api/v1/webhooks", [401, 403, 403, 200]),
+    ("delete", "/api/v1/webhooks/{id}", [401, 403, 403, 204]),
+    (
+        "get",
+        "/api/v1/webhooks/{id}/deliveries",
+        [401, 403, 403, 200],
+    ),
+    (
+        "post",
+        "/api/v1/webhooks/deliveries/{delivery_id}/replay",
+        [401, 403, 403, 202],
+    ),
+    // Analytics: anyone tracks (a token only adds the user); admins list.
+    ("post", "/api/v1/events.track", [202, 202, 202, 202]),
+    ("get", "/api/v1/events", [401, 403, 403, 200]),
     // Stoq authenticates by signature, not by token: a signed event is
     // accepted whoever sends it (the unsigned case is in stoq.rs).
     (
@@ -195,6 +212,35 @@ impl Fixture {
         id
     }
 
+    /// A new webhook endpoint (at a port nothing listens on); its id.
+    async fn webhook(&self) -> String {
+        let reply = self
+            .app
+            .post(
+                "/api/v1/webhooks",
+                json!({"url": "http://127.0.0.1:9/matrix", "events": ["order.created"]}),
+                Some(&self.admin),
+            )
+            .await;
+        reply.assert_status(201);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A delivery of a new order's `order.created` to a new endpoint; its id.
+    async fn delivery(&self) -> String {
+        let webhook = self.webhook().await;
+        self.order(&[]).await;
+        let path = format!("/api/v1/webhooks/{webhook}/deliveries");
+        for _ in 0..300 {
+            let reply = self.app.get(&path, Some(&self.admin)).await;
+            if let Some(id) = reply.body["items"][0]["id"].as_str() {
+                return id.to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no delivery was made for the new order");
+    }
+
     /// The call for `method template`, with fresh resources where it changes state.
     async fn call_for(&self, method: &str, template: &str) -> Call {
         let sku_path = template.replace("{sku}", SKU);
@@ -285,6 +331,18 @@ impl Fixture {
                 call.headers
                     .push(("x-stoq-signature", sign(body.to_string().as_bytes())));
                 call
+            }
+            ("get", "/api/v1/webhooks" | "/api/v1/events") => Call::to(template),
+            ("post", "/api/v1/webhooks") => Call::to(template)
+                .with(json!({"url": "http://127.0.0.1:9/matrix", "events": ["*"]})),
+            ("delete", "/api/v1/webhooks/{id}") | ("get", "/api/v1/webhooks/{id}/deliveries") => {
+                Call::to(template.replace("{id}", &self.webhook().await))
+            }
+            ("post", "/api/v1/webhooks/deliveries/{delivery_id}/replay") => {
+                Call::to(template.replace("{delivery_id}", &self.delivery().await))
+            }
+            ("post", "/api/v1/events.track") => {
+                Call::to(template).with(json!({"name": "matrix_viewed"}))
             }
             _ => panic!("the access matrix has no call for {method} {template}: add one"),
         }

@@ -5,6 +5,7 @@
 mod support;
 
 mod access_matrix;
+mod analytics;
 mod auth;
 mod cache;
 mod catalog;
@@ -12,10 +13,12 @@ mod checkout;
 mod checkout_load;
 mod crash;
 mod errors;
+mod event_outages;
 mod hostile;
 mod idempotency;
 mod inventory;
 mod inventory_store;
+mod notifications;
 mod ops;
 mod order_lifecycle;
 mod overload;
@@ -24,4 +27,5 @@ mod processes;
 mod stoq;
 mod two_processes;
 mod users;
+mod webhooks;
 mod write_limits;

@@ -8,7 +8,7 @@ use crate::ops::parse_prometheus;
 use crate::support::app::{http_client, read, PASSWORD};
 use crate::support::backends::{postgres_admin_url, with_search_path, Backend, TestDatabase};
 use crate::support::process::{eventually, orderflow_command, run_to_completion, EngineProcess};
-use crate::support::proxy::TcpProxy;
+use crate::support::proxy::{url_without_host, TcpProxy};
 
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -139,33 +139,6 @@ async fn readiness_and_health_metric_follow_a_database_outage_and_recover() {
     assert_eq!(state().await, (200, Some("up".to_owned()), Some(1.0)));
     drop(engine);
     drop(db);
-}
-
-struct SplitUrl {
-    before_host: String,
-    after_host: String,
-    upstream: String,
-}
-
-/// Splits `postgres://user@host:port/db` around `host:port`.
-fn url_without_host(url: &str) -> SplitUrl {
-    let (scheme, rest) = url.split_once("://").expect("URL has a scheme");
-    let (userinfo, hostpart) = match rest.rsplit_once('@') {
-        Some((user, host)) => (format!("{user}@"), host),
-        None => (String::new(), rest),
-    };
-    let end = hostpart.find(['/', '?']).unwrap_or(hostpart.len());
-    let upstream = hostpart[..end].to_owned();
-    let upstream = if upstream.contains(':') {
-        upstream
-    } else {
-        format!("{upstream}:5432")
-    };
-    SplitUrl {
-        before_host: format!("{scheme}://{userinfo}"),
-        after_host: hostpart[end..].to_owned(),
-        upstream,
-    }
 }
 
 #[test]

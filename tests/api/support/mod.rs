@@ -6,7 +6,9 @@ pub mod app;
 pub mod backends;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 pub mod shop;
+pub mod smtp;
 
 pub use app::TestApp;
 pub use backends::Backend;

@@ -67,3 +67,43 @@ impl Drop for TcpProxy {
         self.accept_loop.abort();
     }
 }
+
+pub struct SplitUrl {
+    pub before_host: String,
+    pub after_host: String,
+    pub upstream: String,
+}
+
+/// Splits `postgres://user@host:port/db` around `host:port`.
+pub fn url_without_host(url: &str) -> SplitUrl {
+    let (scheme, rest) = url.split_once("://").expect("URL has a scheme");
+    let (userinfo, hostpart) = match rest.rsplit_once('@') {
+        Some((user, host)) => (format!("{user}@"), host),
+        None => (String::new(), rest),
+    };
+    let end = hostpart.find(['/', '?']).unwrap_or(hostpart.len());
+    let upstream = hostpart[..end].to_owned();
+    let upstream = if upstream.contains(':') {
+        upstream
+    } else {
+        format!("{upstream}:5432")
+    };
+    SplitUrl {
+        before_host: format!("{scheme}://{userinfo}"),
+        after_host: hostpart[end..].to_owned(),
+        upstream,
+    }
+}
+
+/// `schema`'s database on the PostgreSQL server of the tests, reached
+/// through `proxy` instead of directly.
+pub fn postgres_through(proxy: &TcpProxy, schema: &str) -> String {
+    let admin = url_without_host(&super::backends::postgres_admin_url());
+    super::backends::with_search_path(
+        &format!(
+            "{}127.0.0.1:{}{}",
+            admin.before_host, proxy.port, admin.after_host
+        ),
+        schema,
+    )
+}
