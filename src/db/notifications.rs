@@ -52,13 +52,14 @@ impl NotificationRow {
     }
 }
 
-pub async fn find_many(conn: &mut DbConn, ids: &[String]) -> QueryResult<Vec<NotificationRow>> {
+pub async fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<NotificationRow>> {
     with_conn!(conn, |c| {
         notifications::table
-            .filter(notifications::id.eq_any(ids))
+            .find(id)
             .select(NotificationRow::as_select())
-            .load(c)
+            .first(c)
             .await
+            .optional()
     })
 }
 

@@ -177,14 +177,14 @@ pub async fn oldest_unpublished(conn: &mut super::DbConn) -> QueryResult<Option<
     })
 }
 
-/// Events by id, for the dispatcher and the delivery workers.
-pub async fn find_many(conn: &mut super::DbConn, ids: &[String]) -> QueryResult<Vec<OutboxEvent>> {
+/// One event, for the delivery and notification workers.
+pub async fn find(conn: &mut super::DbConn, id: &str) -> QueryResult<Option<OutboxEvent>> {
     crate::with_conn!(conn, |c| {
         outbox::table
-            .filter(outbox::id.eq_any(ids))
-            .order(outbox::id.asc())
+            .find(id)
             .select(OutboxEvent::as_select())
-            .load(c)
+            .first(c)
             .await
+            .optional()
     })
 }

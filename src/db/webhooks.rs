@@ -172,13 +172,14 @@ pub async fn deliveries(
     })
 }
 
-pub async fn find_deliveries(conn: &mut DbConn, ids: &[String]) -> QueryResult<Vec<DeliveryRow>> {
+pub async fn find_delivery(conn: &mut DbConn, id: &str) -> QueryResult<Option<DeliveryRow>> {
     with_conn!(conn, |c| {
         webhook_deliveries::table
-            .filter(webhook_deliveries::id.eq_any(ids))
+            .find(id)
             .select(DeliveryRow::as_select())
-            .load(c)
+            .first(c)
             .await
+            .optional()
     })
 }
 

@@ -226,15 +226,10 @@ impl NotificationQueue {
 
     async fn attempt(&self, id: &str, token: &str) -> anyhow::Result<()> {
         let mut conn = self.db.conn().await?;
-        let Some(row) = notifications::find_many(&mut conn, &[id.to_owned()])
-            .await?
-            .pop()
-        else {
+        let Some(row) = notifications::find(&mut conn, id).await? else {
             return Ok(());
         };
-        let event = outbox::find_many(&mut conn, &[row.event_id.clone()])
-            .await?
-            .pop();
+        let event = outbox::find(&mut conn, &row.event_id).await?;
         drop(conn);
         let result = match (NotificationKind::parse(&row.kind), event) {
             (Some(kind), Some(event)) => {

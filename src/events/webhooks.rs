@@ -82,16 +82,11 @@ impl WebhookQueue {
 
     async fn attempt(&self, id: &str, token: &str) -> anyhow::Result<()> {
         let mut conn = self.db.conn().await?;
-        let Some(delivery) = webhooks::find_deliveries(&mut conn, &[id.to_owned()])
-            .await?
-            .pop()
-        else {
+        let Some(delivery) = webhooks::find_delivery(&mut conn, id).await? else {
             return Ok(()); // its endpoint was deleted
         };
         let endpoint = webhooks::find(&mut conn, &delivery.webhook_id).await?;
-        let event = outbox::find_many(&mut conn, &[delivery.event_id.clone()])
-            .await?
-            .pop();
+        let event = outbox::find(&mut conn, &delivery.event_id).await?;
         drop(conn);
         let (Some(endpoint), Some(event)) = (endpoint, event) else {
             return Ok(());
