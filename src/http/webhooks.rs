@@ -233,12 +233,7 @@ pub async fn create(
     };
     store::insert(&mut db.conn().await?, &row).await?;
     tracing::info!(webhook.id = %row.id, webhook.url = %row.url, "webhook registered");
-    Ok(HttpResponse::Created()
-        .insert_header((
-            actix_web::http::header::LOCATION,
-            format!("{}/webhooks/{}/deliveries", super::API_PREFIX, row.id),
-        ))
-        .json(WebhookView::from_row(row, true)))
+    Ok(HttpResponse::Created().json(WebhookView::from_row(row, true)))
 }
 
 #[utoipa::path(
