@@ -13,6 +13,7 @@ Prints the admin's access token on stdout.
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -60,6 +61,15 @@ def main():
             "initial_stock": STOCK,
         }, token)
 
+    # Endpoints at a port nothing listens on: their deliveries fail, so the
+    # fuzzer finds deliveries in every status to list and replay.
+    webhooks = [
+        call(base, "POST", "/api/v1/webhooks", {
+            "url": f"http://127.0.0.1:9/fuzz-{i}", "events": events,
+        }, token)["id"]
+        for i, events in enumerate([["*"], ["order.created", "order.paid"]])
+    ]
+
     carts = []
     for i in range(CARTS):
         cart = call(base, "POST", "/api/v1/carts", {}, token)
@@ -79,6 +89,17 @@ def main():
         call(base, "POST", f"/api/v1/orders/{order}/ship", {"carrier": "fuzz"}, token,
              expect=(200, 409))
 
+    deliveries = []
+    for _ in range(100):
+        for webhook in webhooks:
+            page = call(base, "GET", f"/api/v1/webhooks/{webhook}/deliveries?limit=20", token=token)
+            deliveries.extend(d["id"] for d in page["items"] if d["id"] not in deliveries)
+        if len(deliveries) >= 4:
+            break
+        time.sleep(0.1)
+    if not deliveries:
+        sys.exit("fuzz-api-seed: no webhook deliveries were made for the seeded orders")
+
     with open(config_out, "w") as f:
         f.write(f"""# Written by scripts/fuzz-api-seed.py for one fuzz run; do not edit.
 
@@ -92,6 +113,12 @@ values = {toml_list(carts)}
 
 [dictionaries.orders]
 values = {toml_list(orders)}
+
+[dictionaries.webhooks]
+values = {toml_list(webhooks)}
+
+[dictionaries.deliveries]
+values = {toml_list(deliveries)}
 
 [dictionaries.payment_tokens]
 values = ["tok_ok", "tok_declined", "tok_capture_declined", "tok_error_once"]
@@ -110,6 +137,14 @@ parameters = {{ "path.id" = {{ dictionary = "carts", probability = 0.7 }} }}
 [[operations]]
 include-path-regex = "^/api/v1/(orders|sagas)/\\\\{{id\\\\}}"
 parameters = {{ "path.id" = {{ dictionary = "orders", probability = 0.7 }} }}
+
+[[operations]]
+include-path-regex = "^/api/v1/webhooks/\\\\{{id\\\\}}"
+parameters = {{ "path.id" = {{ dictionary = "webhooks", probability = 0.7 }} }}
+
+[[operations]]
+include-path-regex = "^/api/v1/webhooks/deliveries/"
+parameters = {{ "path.delivery_id" = {{ dictionary = "deliveries", probability = 0.7 }} }}
 """)
     print(token)
 

@@ -359,7 +359,7 @@ pub struct WebhookSettings {
     pub max_attempts: u32,
     /// Bound on one delivery attempt; no 2xx within it is a failure.
     pub timeout_ms: u64,
-    /// Delay before the second attempt; doubles per attempt, with jitter.
+    /// Delay before the second attempt; grows fourfold per attempt, with jitter.
     pub backoff_base_ms: u64,
     /// Longest delay between two attempts.
     pub backoff_max_ms: u64,
@@ -585,6 +585,15 @@ impl Settings {
             || self.events.redispatch_after_s == 0
         {
             bail!("events.relay_interval_ms, relay_batch, stream_max_len and redispatch_after_s must be at least 1");
+        }
+        if self.events.relay_batch > crate::events::bus::LOCAL_CAPACITY as u32 {
+            bail!(
+                "events.relay_batch must be at most {}",
+                crate::events::bus::LOCAL_CAPACITY
+            );
+        }
+        if self.analytics.batch_size > 5000 {
+            bail!("analytics.batch_size must be at most 5000");
         }
         let w = &self.webhooks;
         if !(1..=100).contains(&w.max_attempts)

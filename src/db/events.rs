@@ -63,7 +63,8 @@ pub struct EventRow {
     pub received_at: NaiveDateTime,
 }
 
-/// Writes a batch in one transaction: one statement on PostgreSQL, one per
+/// Writes a batch in one transaction (a row already written, by a retry
+/// after an ambiguous commit, is skipped): one statement on PostgreSQL, one per
 /// row on SQLite (its async wrapper has no multi-row insert).
 pub async fn insert_batch(conn: &mut DbConn, rows: &[NewEventRow]) -> QueryResult<()> {
     use diesel_async::AsyncConnection;
@@ -72,6 +73,8 @@ pub async fn insert_batch(conn: &mut DbConn, rows: &[NewEventRow]) -> QueryResul
             let c: &mut diesel_async::AsyncPgConnection = &mut *pooled;
             diesel::insert_into(events::table)
                 .values(rows)
+                .on_conflict(events::id)
+                .do_nothing()
                 .execute(c)
                 .await
                 .map(drop)
@@ -82,6 +85,8 @@ pub async fn insert_batch(conn: &mut DbConn, rows: &[NewEventRow]) -> QueryResul
                 for row in rows {
                     diesel::insert_into(events::table)
                         .values(row)
+                        .on_conflict(events::id)
+                        .do_nothing()
                         .execute(c)
                         .await?;
                 }

@@ -42,12 +42,18 @@ macro_rules! claim_due {
                 if ids.is_empty() {
                     Ok(ids)
                 } else {
+                    // The candidates' conditions again: on SQLite the scan
+                    // and this update are not one transaction.
                     diesel::update(
-                        $table::table.filter($table::id.eq_any(&ids)).filter(
-                            $table::lease_expires_at
-                                .is_null()
-                                .or($table::lease_expires_at.lt(now)),
-                        ),
+                        $table::table
+                            .filter($table::id.eq_any(&ids))
+                            .filter($table::status.eq_any(["pending", "failed"]))
+                            .filter($table::next_attempt_at.le(now))
+                            .filter(
+                                $table::lease_expires_at
+                                    .is_null()
+                                    .or($table::lease_expires_at.lt(now)),
+                            ),
                     )
                     .set((
                         $table::lease_owner.eq(token),

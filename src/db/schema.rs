@@ -70,6 +70,8 @@ diesel::table! {
         created_at -> Timestamp,
         published_at -> Nullable<Timestamp>,
         dispatched_at -> Nullable<Timestamp>,
+        publish_count -> Integer,
+        republish_after -> Nullable<Timestamp>,
     }
 }
 

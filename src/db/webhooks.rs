@@ -229,8 +229,8 @@ pub async fn settle(
     Ok(updated == 1)
 }
 
-/// Makes a delivery due again at once with a fresh count of attempts,
-/// whatever its status; a lease held on it is voided, so an attempt in
+/// Makes a delivery due again at once with a fresh count of attempts and
+/// no outcome, whatever its status; a lease held on it is voided, so an attempt in
 /// flight records nothing. `None` when there is no such delivery.
 pub async fn replay(
     conn: &mut DbConn,
@@ -245,6 +245,9 @@ pub async fn replay(
                 webhook_deliveries::next_attempt_at.eq(Some(now)),
                 webhook_deliveries::lease_owner.eq(None::<String>),
                 webhook_deliveries::lease_expires_at.eq(None::<NaiveDateTime>),
+                webhook_deliveries::last_status_code.eq(None::<i32>),
+                webhook_deliveries::last_error.eq(None::<String>),
+                webhook_deliveries::delivered_at.eq(None::<NaiveDateTime>),
                 webhook_deliveries::updated_at.eq(now),
             ))
             .returning(DeliveryRow::as_returning())

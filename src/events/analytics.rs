@@ -87,25 +87,42 @@ async fn write_batches(
     closing: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
+    let mut closed = false;
     loop {
-        tokio::select! {
-            received = rx.recv_many(&mut batch, batch_size) => {
-                if received == 0 {
-                    return; // closed and drained
+        if closed {
+            // Stopping: drain what is buffered, then end.
+            if rx.recv_many(&mut batch, batch_size).await == 0 {
+                return;
+            }
+        } else {
+            tokio::select! {
+                received = rx.recv_many(&mut batch, batch_size) => {
+                    if received == 0 {
+                        return;
+                    }
+                }
+                _ = closing.notified() => {
+                    rx.close();
+                    closed = true;
+                    continue;
                 }
             }
-            _ = closing.notified() => {
-                rx.close();
-                continue;
-            }
         }
-        // Fill the batch for a moment: fewer, larger writes under load.
+        // Fill the batch for a moment: fewer, larger writes under load. A
+        // stop cuts the wait short.
         let deadline = tokio::time::Instant::now() + flush_interval;
-        while batch.len() < batch_size {
+        while batch.len() < batch_size && !closed {
             let room = batch_size - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            tokio::select! {
+                received = tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)) => {
+                    if !matches!(received, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                _ = closing.notified() => {
+                    rx.close();
+                    closed = true;
+                }
             }
         }
         write(&db, &batch).await;

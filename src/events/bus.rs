@@ -27,7 +27,10 @@ pub const GROUP: &str = "orderflow-dispatch";
 /// An entry taken by a consumer and not acknowledged for this long is taken
 /// over by another (its process died or lost Redis mid-batch).
 const CLAIM_IDLE: Duration = Duration::from_secs(30);
-const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+/// The wire format of event times: UTC, microseconds.
+pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+/// Events the in-process channel holds; `events.relay_batch` is at most this.
+pub const LOCAL_CAPACITY: usize = 4096;
 
 /// One event as a dispatcher receives it.
 #[derive(Debug, Clone)]
@@ -66,7 +69,7 @@ impl Bus {
                 max_len,
             })),
             None => {
-                let (tx, rx) = mpsc::channel(4096);
+                let (tx, rx) = mpsc::channel(LOCAL_CAPACITY);
                 Bus::Local(Arc::new(LocalChannel {
                     tx,
                     rx: Mutex::new(rx),
@@ -120,13 +123,16 @@ impl Publisher for Bus {
         async move {
             match self {
                 Bus::Redis(stream) => stream.publish(events).await,
+                // Never waits: the relay holds the rows' locks meanwhile, and
+                // the dispatcher may need them to make room. A full channel
+                // is a failed publish; the rows are taken again next round.
                 Bus::Local(channel) => {
-                    for event in events {
-                        channel
-                            .tx
-                            .send(event.clone())
-                            .await
-                            .map_err(|_| anyhow::anyhow!("the event channel closed"))?;
+                    let permits = channel
+                        .tx
+                        .try_reserve_many(events.len())
+                        .map_err(|e| anyhow::anyhow!("the event channel is full or closed: {e}"))?;
+                    for (permit, event) in permits.zip(events) {
+                        permit.send(event.clone());
                     }
                     Ok(())
                 }

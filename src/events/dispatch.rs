@@ -5,7 +5,7 @@
 //! that cannot be recorded (database down) is held and retried, never
 //! acknowledged unrecorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::notify::NotificationKind;
 use crate::db::dispatch::{self, Work};
 use crate::db::notifications::NotificationRow;
 use crate::db::webhooks::{self, NewDelivery};
-use crate::db::{users, Database, DbError};
+use crate::db::{outbox, users, Database, DbError};
 
 pub struct Wakers {
     pub webhooks: Arc<Notify>,
@@ -70,10 +70,22 @@ async fn record(db: &Database, batch: &[Received]) -> Result<(), DbError> {
     let now = Utc::now().naive_utc();
     let mut conn = db.conn().await?;
     let endpoints = webhooks::all(&mut conn).await?;
+    // An entry whose event is not in this database (another deployment
+    // sharing the Redis prefix, a database restored from a backup) is
+    // skipped, not retried: it would fail forever and hold up the rest.
+    let ids: Vec<String> = batch.iter().map(|r| r.event.id.clone()).collect();
+    let known: HashSet<String> = outbox::existing(&mut conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
     let mut emails: HashMap<String, Option<String>> = HashMap::new();
     let mut work = Work::default();
     for received in batch {
         let event = &received.event;
+        if !known.contains(&event.id) {
+            tracing::warn!(event.id = %event.id, event.type = %event.event_type, "an event on the stream is not in the outbox; skipped");
+            continue;
+        }
         work.event_ids.push(event.id.clone());
         for endpoint in endpoints.iter().filter(|w| w.wants(&event.event_type)) {
             work.deliveries.push(NewDelivery::due(

@@ -83,7 +83,8 @@ impl Events {
             WorkerConfig {
                 concurrency: w.concurrency,
                 poll_interval: Duration::from_millis(w.poll_interval_ms),
-                lease: timeout * 2 + Duration::from_secs(10),
+                // Loading, one bounded POST, recording (retried): well within.
+                lease: timeout + Duration::from_secs(60),
             },
         );
 
@@ -99,11 +100,12 @@ impl Events {
                     base: Duration::from_millis(n.backoff_base_ms),
                     max: Duration::from_millis(n.backoff_max_ms),
                 },
+                smtp_timeout * 3,
             )),
             WorkerConfig {
                 concurrency: 4,
                 poll_interval: Duration::from_millis(w.poll_interval_ms),
-                lease: smtp_timeout * 2 + Duration::from_secs(10),
+                lease: smtp_timeout * 3 + Duration::from_secs(60),
             },
         );
 

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use secrecy::ExposeSecret;
 
 use super::retry::RetryPolicy;
-use super::worker::Queue;
+use super::worker::{record_outcome, Queue};
 use crate::config::{NotificationSettings, NotifierKind, SmtpTls};
 use crate::db::leases::Settled;
 use crate::db::notifications::{self, NotificationRow};
@@ -213,14 +213,23 @@ pub struct NotificationQueue {
     db: Database,
     notifier: Arc<dyn Notifier>,
     policy: RetryPolicy,
+    send_timeout: Duration,
 }
 
 impl NotificationQueue {
-    pub fn new(db: Database, notifier: Arc<dyn Notifier>, policy: RetryPolicy) -> Self {
+    /// `send_timeout` bounds one whole send (lettre's own timeout is per
+    /// SMTP command).
+    pub fn new(
+        db: Database,
+        notifier: Arc<dyn Notifier>,
+        policy: RetryPolicy,
+        send_timeout: Duration,
+    ) -> Self {
         NotificationQueue {
             db,
             notifier,
             policy,
+            send_timeout,
         }
     }
 
@@ -229,12 +238,22 @@ impl NotificationQueue {
         let Some(row) = notifications::find(&mut conn, id).await? else {
             return Ok(());
         };
+        if !matches!(row.status.as_str(), "pending" | "failed") {
+            return Ok(()); // settled meanwhile
+        }
         let event = outbox::find(&mut conn, &row.event_id).await?;
         drop(conn);
         let result = match (NotificationKind::parse(&row.kind), event) {
             (Some(kind), Some(event)) => {
                 let message = render(kind, &row.recipient, &event);
-                self.notifier.send(&message).await
+                // Bounded well inside the lease (see `Events::start`).
+                match tokio::time::timeout(self.send_timeout, self.notifier.send(&message)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(NotifyError(format!(
+                        "not sent within {} ms",
+                        self.send_timeout.as_millis()
+                    ))),
+                }
             }
             _ => Err(NotifyError(format!(
                 "unknown kind `{}` or event gone",
@@ -259,9 +278,15 @@ impl NotificationQueue {
                 Some(e.0.chars().take(500).collect::<String>()),
             ),
         };
-        let mut conn = self.db.conn().await?;
-        if !notifications::settle(&mut conn, &row.id, token, settled, error.as_deref(), now).await?
-        {
+        let recorded = record_outcome(|| async {
+            let mut conn = self.db.conn().await?;
+            Ok(
+                notifications::settle(&mut conn, &row.id, token, settled, error.as_deref(), now)
+                    .await?,
+            )
+        })
+        .await?;
+        if !recorded {
             return Ok(());
         }
         metrics::counter!("notifications_total", "kind" => NotificationKind::parse(&row.kind).map_or("unknown", |k| k.as_str()), "outcome" => settled.status(), "notifier" => self.notifier.name()).increment(1);

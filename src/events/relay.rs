@@ -22,15 +22,10 @@ pub fn spawn(db: Database, bus: Bus, settings: &EventSettings) {
             let now = Utc::now().naive_utc();
             let result = match db.conn().await {
                 Ok(mut conn) => {
-                    let published = outbox::publish_pending(
-                        &mut conn,
-                        batch,
-                        now - redispatch_after,
-                        now,
-                        &bus,
-                    )
-                    .await
-                    .map_err(anyhow::Error::from);
+                    let published =
+                        outbox::publish_pending(&mut conn, batch, redispatch_after, now, &bus)
+                            .await
+                            .map_err(anyhow::Error::from);
                     record_lag(&mut conn).await;
                     published
                 }
@@ -64,16 +59,21 @@ pub fn spawn(db: Database, bus: Bus, settings: &EventSettings) {
     });
 }
 
-/// `outbox_lag_seconds`: the age of the oldest unpublished event, 0 when
-/// every event is published.
+/// `outbox_lag_seconds`: the age of the oldest event not yet published;
+/// `events_dispatch_lag_seconds`: of the oldest published but not yet turned
+/// into deliveries. 0 when none waits.
 async fn record_lag(conn: &mut crate::db::DbConn) {
+    let age = |oldest: Option<chrono::NaiveDateTime>| {
+        oldest
+            .map(|at| (Utc::now().naive_utc() - at).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    };
     match outbox::oldest_unpublished(conn).await {
-        Ok(oldest) => {
-            let lag = oldest
-                .map(|at| (Utc::now().naive_utc() - at).num_milliseconds().max(0) as f64 / 1000.0)
-                .unwrap_or(0.0);
-            metrics::gauge!("outbox_lag_seconds").set(lag);
-        }
+        Ok(oldest) => metrics::gauge!("outbox_lag_seconds").set(age(oldest)),
         Err(e) => tracing::debug!(error = %e, "cannot read the outbox lag"),
+    }
+    match outbox::oldest_undispatched(conn).await {
+        Ok(oldest) => metrics::gauge!("events_dispatch_lag_seconds").set(age(oldest)),
+        Err(e) => tracing::debug!(error = %e, "cannot read the dispatch lag"),
     }
 }

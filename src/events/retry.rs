@@ -16,8 +16,11 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The delay before the attempt after `attempts` failed ones:
-    /// `base * 2^(attempts - 1)`, capped at `max`, then jittered down by up to
+    /// `base * 4^(attempts - 1)`, capped at `max`, then jittered down by up to
     /// half, so that endpoints failing together do not retry in lockstep.
+    /// With the defaults (1 s, 8 attempts, 1 h cap) the attempts span about
+    /// an hour and a half, so an endpoint's short outage does not make dead
+    /// letters.
     pub fn delay(&self, attempts: u32) -> Duration {
         let ceiling = self.ceiling(attempts);
         let half = ceiling / 2;
@@ -26,9 +29,9 @@ impl RetryPolicy {
     }
 
     fn ceiling(&self, attempts: u32) -> Duration {
-        let doublings = attempts.saturating_sub(1).min(30);
+        let steps = attempts.saturating_sub(1).min(15);
         self.base
-            .checked_mul(1u32 << doublings)
+            .checked_mul(1u32 << (2 * steps))
             .unwrap_or(self.max)
             .min(self.max)
     }
@@ -58,9 +61,10 @@ mod tests {
     }
 
     #[test]
-    fn delays_double_within_jitter_and_stop_at_the_cap() {
+    fn delays_grow_fourfold_within_jitter_and_stop_at_the_cap() {
         let p = policy();
-        for (attempts, ceiling_ms) in [(1, 1000), (2, 2000), (3, 4000), (7, 60_000), (40, 60_000)] {
+        for (attempts, ceiling_ms) in [(1, 1000), (2, 4000), (3, 16_000), (4, 60_000), (40, 60_000)]
+        {
             for _ in 0..50 {
                 let d = p.delay(attempts).as_millis() as u64;
                 assert!(

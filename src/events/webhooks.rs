@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::retry::RetryPolicy;
-use super::worker::Queue;
+use super::worker::{record_outcome, Queue};
 use crate::db::leases::Settled;
 use crate::db::outbox::OutboxEvent;
 use crate::db::webhooks::{self, DeliveryRow, WebhookRow};
@@ -46,7 +46,7 @@ pub fn body(event: &OutboxEvent) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "id": event.id,
         "type": event.event_type,
-        "created_at": event.created_at.and_utc(),
+        "created_at": event.created_at.format(super::bus::TIME_FORMAT).to_string(),
         "data": data,
     }))
     .expect("a JSON value serializes")
@@ -83,34 +83,48 @@ impl WebhookQueue {
     async fn attempt(&self, id: &str, token: &str) -> anyhow::Result<()> {
         let mut conn = self.db.conn().await?;
         let Some(delivery) = webhooks::find_delivery(&mut conn, id).await? else {
-            return Ok(()); // its endpoint was deleted
+            return Ok(()); // its endpoint was deleted, and the delivery with it
         };
+        if !matches!(delivery.status.as_str(), "pending" | "failed") {
+            return Ok(()); // settled meanwhile
+        }
         let endpoint = webhooks::find(&mut conn, &delivery.webhook_id).await?;
         let event = outbox::find(&mut conn, &delivery.event_id).await?;
         drop(conn);
-        let (Some(endpoint), Some(event)) = (endpoint, event) else {
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let (succeeded, status_code, error) = self.send(&endpoint, &event).await;
-        metrics::histogram!("webhook_delivery_seconds").record(started.elapsed().as_secs_f64());
-        let now = Utc::now().naive_utc();
         let attempts = delivery.attempts as u32 + 1;
-        let settled = if succeeded {
-            Settled::Succeeded
-        } else {
-            self.policy.after_failure(attempts, now)
+        let (settled, status_code, error) = match (&endpoint, &event) {
+            (Some(endpoint), Some(event)) => {
+                let started = std::time::Instant::now();
+                let (succeeded, status_code, error) = self.send(endpoint, event).await;
+                metrics::histogram!("webhook_delivery_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let settled = if succeeded {
+                    Settled::Succeeded
+                } else {
+                    self.policy.after_failure(attempts, Utc::now().naive_utc())
+                };
+                (settled, status_code, error)
+            }
+            // Nothing to send any more: a dead letter, never retried.
+            _ => (
+                Settled::Dead,
+                None,
+                Some("the endpoint or the event no longer exists".to_owned()),
+            ),
         };
-        let mut conn = self.db.conn().await?;
-        let recorded = webhooks::settle(
-            &mut conn,
-            id,
-            token,
-            settled,
-            status_code,
-            error.as_deref(),
-            now,
-        )
+        let recorded = record_outcome(|| async {
+            let mut conn = self.db.conn().await?;
+            Ok(webhooks::settle(
+                &mut conn,
+                id,
+                token,
+                settled,
+                status_code,
+                error.as_deref(),
+                Utc::now().naive_utc(),
+            )
+            .await?)
+        })
         .await?;
         if !recorded {
             tracing::info!(
@@ -122,7 +136,7 @@ impl WebhookQueue {
         metrics::counter!("webhook_deliveries_total", "outcome" => settled.status()).increment(1);
         log_outcome(
             &delivery,
-            &endpoint,
+            endpoint.as_ref(),
             settled,
             attempts,
             status_code,
@@ -188,21 +202,22 @@ fn describe(e: &reqwest::Error) -> String {
 
 fn log_outcome(
     delivery: &DeliveryRow,
-    endpoint: &WebhookRow,
+    endpoint: Option<&WebhookRow>,
     settled: Settled,
     attempts: u32,
     status_code: Option<i32>,
     error: Option<&str>,
 ) {
+    let url = endpoint.map_or("", |e| e.url.as_str());
     match settled {
         Settled::Succeeded => {
             tracing::debug!(delivery.id = %delivery.id, event.id = %delivery.event_id, attempts, "webhook delivered")
         }
         Settled::Failed(next) => {
-            tracing::info!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, next_attempt_at = %next, "webhook delivery failed; will retry")
+            tracing::info!(delivery.id = %delivery.id, webhook.url = %url, attempts, ?status_code, error, next_attempt_at = %next, "webhook delivery failed; will retry")
         }
         Settled::Dead => {
-            tracing::warn!(delivery.id = %delivery.id, webhook.url = %endpoint.url, attempts, ?status_code, error, "webhook delivery dead after its last attempt")
+            tracing::warn!(delivery.id = %delivery.id, webhook.url = %url, attempts, ?status_code, error, "webhook delivery dead after its last attempt")
         }
     }
 }

@@ -87,3 +87,25 @@ pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
     });
     wake
 }
+
+/// Runs `record` (writing an attempt's outcome) up to five times over about
+/// three seconds: an outcome that cannot be written leaves the row to be
+/// tried again when its lease runs out, which would send it twice.
+pub async fn record_outcome<F, Fut>(mut record: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match record().await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if tries < 4 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "cannot record an attempt's outcome yet; retrying");
+                tokio::time::sleep(Duration::from_millis(300 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

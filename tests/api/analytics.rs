@@ -171,3 +171,27 @@ async fn a_full_buffer_sheds_and_a_database_outage_loses_no_accepted_event() {
     assert_eq!(names, ["first", "second", "third"]);
     analytics.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A graceful stop writes what is still buffered: an accepted event is not
+/// lost because its batch was still filling.
+async fn a_graceful_stop_writes_buffered_events(backend: Backend) {
+    let mut app = TestApp::spawn_with(backend, |s| {
+        s.analytics.flush_interval_ms = 60_000;
+        s.analytics.batch_size = 500;
+    })
+    .await;
+    for name in ["a", "b", "c"] {
+        app.post("/api/v1/events.track", json!({"name": name}), None)
+            .await
+            .assert_status(202);
+    }
+    let db = app.database().await;
+    app.stop();
+    let mut conn = db.conn().await.unwrap();
+    let written = orderflow::db::events::list(&mut conn, &EventFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 3, "{written:?}");
+}
+
+crate::both_backends!(a_graceful_stop_writes_buffered_events);

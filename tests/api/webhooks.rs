@@ -284,8 +284,11 @@ backend_test! {
 backend_test! {
     async fn a_deleted_endpoint_receives_nothing_more(app) {
         let receiver = Receiver::start(&[], 200).await;
+        // A second endpoint shows when the next event has gone out.
+        let control = Receiver::start(&[], 200).await;
         let admin = app.admin_token().await;
         let (webhook, _) = register(&app, &admin, &receiver.url, &["order.created"]).await;
+        register(&app, &admin, &control.url, &["order.created"]).await;
         app.create_product(&admin, "DEL-1", 100, 10).await;
         let customer = app.customer_token().await;
         app.place_order(&customer, &[("DEL-1", 1)], "tok_ok").await.assert_status(201);
@@ -294,9 +297,59 @@ backend_test! {
             .await
             .assert_status(204);
         app.place_order(&customer, &[("DEL-1", 1)], "tok_ok").await.assert_status(201);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        eventually("the second order's event reaches the other endpoint", DEADLINE, || async {
+            control.accepted().len() == 2
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(receiver.received().len(), 1);
     }
+}
+
+/// An entry on the stream whose event this database does not have (another
+/// deployment on the same Redis prefix, a restored database) is skipped; it
+/// does not hold up the events behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_stream_entry_does_not_hold_up_dispatch() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let admin = app.admin_token().await;
+    register(&app, &admin, &receiver.url, &["*"]).await;
+    let client = redis::Client::open(crate::support::backends::redis_url().as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:events", app.redis_prefix().unwrap());
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg(&[
+            "id",
+            &uuid::Uuid::now_v7().to_string(),
+            "type",
+            "order.created",
+            "aggregate_id",
+            "elsewhere",
+        ])
+        .arg(&["created_at", "2026-11-22T00:00:00.000000Z", "data", "{}"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.create_product(&admin, "FOREIGN-1", 100, 10).await;
+    let customer = app.customer_token().await;
+    let order = order_id_of(
+        app.place_order(&customer, &[("FOREIGN-1", 1)], "tok_ok")
+            .await
+            .assert_status(201),
+    );
+    eventually("the real order's events arrive", DEADLINE, || async {
+        receiver.accepted().iter().any(|r| {
+            r.json()["type"] == "order.paid" && r.json()["data"]["order_id"] == order.as_str()
+        })
+    })
+    .await;
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.json()["data"]["order_id"] != "elsewhere"));
 }
 
 /// Events published to a transport that then lost them (a Redis restart
@@ -324,6 +377,8 @@ async fn events_lost_in_transit_are_published_again(backend: Backend) {
                 outbox::payload.eq(json!({"order_id": "lost-order"}).to_string()),
                 outbox::created_at.eq(long_ago),
                 outbox::published_at.eq(Some(long_ago)),
+                outbox::publish_count.eq(1),
+                outbox::republish_after.eq(Some(long_ago)),
             ))
             .execute(c)
             .await

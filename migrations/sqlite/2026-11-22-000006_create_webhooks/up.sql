@@ -5,8 +5,17 @@
 -- dispatched_at in the same transaction. A row published long ago but never
 -- dispatched (the stream was lost with a Redis restart, or the process died)
 -- is published again: the database, not the transport, is the record.
+-- republish_after backs off (doubling per publish) so that a dispatcher
+-- that is merely behind is not flooded with copies.
 ALTER TABLE outbox ADD COLUMN dispatched_at TIMESTAMP;
-CREATE INDEX outbox_undispatched ON outbox (id) WHERE dispatched_at IS NULL;
+ALTER TABLE outbox ADD COLUMN publish_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN republish_after TIMESTAMP;
+-- Events written before this migration had no consumer: they are history,
+-- not news. Without this, the first start would send every past order's
+-- notifications and replay history to new webhooks.
+UPDATE outbox SET published_at = COALESCE(published_at, CURRENT_TIMESTAMP),
+                  dispatched_at = CURRENT_TIMESTAMP;
+CREATE INDEX outbox_undispatched ON outbox (republish_after) WHERE dispatched_at IS NULL;
 
 -- Webhook endpoints. events is a JSON array of event types, or ["*"].
 CREATE TABLE webhooks (

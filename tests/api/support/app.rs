@@ -279,6 +279,26 @@ pub async fn read(response: reqwest::Response) -> Reply {
     }
 }
 
+impl TestApp {
+    /// Stops the engine gracefully and waits for it; its database stays
+    /// until the `TestApp` is dropped.
+    pub fn stop(&mut self) {
+        let handle = self.handle.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(handle.stop(true));
+            }
+        })
+        .join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         let handle = self.handle.clone();
