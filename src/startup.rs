@@ -46,6 +46,7 @@ pub struct Application {
     host: String,
     server: Server,
     analytics: Analytics,
+    events: Events,
     shutdown_timeout: Duration,
 }
 
@@ -147,7 +148,7 @@ impl Application {
         let carts = web::Data::new(carts);
         let database = web::Data::new(db);
         let stoq = web::Data::new(StoqSecret(settings.integrations.stoq.secret.clone()));
-        let events = web::Data::new(events);
+        let events_data = web::Data::new(events.clone());
         let analytics_data = web::Data::new(analytics.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -170,7 +171,7 @@ impl Application {
                 .app_data(web::Data::new(checkout_wait))
                 .app_data(database.clone())
                 .app_data(stoq.clone())
-                .app_data(events.clone())
+                .app_data(events_data.clone())
                 .app_data(analytics_data.clone())
                 .configure(http::routes)
         })
@@ -186,6 +187,7 @@ impl Application {
             host: settings.http.host.clone(),
             server,
             analytics,
+            events,
             shutdown_timeout: Duration::from_secs(settings.http.shutdown_timeout_s),
         })
     }
@@ -209,12 +211,19 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped through [`Application::handle`], then writes
-    /// the analytics events still buffered.
+    /// Serves until stopped through [`Application::handle`], then stops
+    /// the background work (see `drain`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.analytics.shutdown(self.shutdown_timeout).await;
+        Self::drain(&self.events, &self.analytics, self.shutdown_timeout).await;
         result
+    }
+
+    /// After the server stopped: event delivery finishes its attempts in
+    /// flight and the analytics events still buffered are written, each
+    /// within the shutdown timeout.
+    async fn drain(events: &Events, analytics: &Analytics, timeout: Duration) {
+        tokio::join!(events.shutdown(timeout), analytics.shutdown(timeout));
     }
 
     /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
@@ -232,7 +241,7 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
-        self.analytics.shutdown(self.shutdown_timeout).await;
+        Self::drain(&self.events, &self.analytics, self.shutdown_timeout).await;
         result
     }
 }

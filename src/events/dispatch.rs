@@ -12,8 +12,11 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use tokio::sync::Notify;
 
+use tokio::task::JoinHandle;
+
 use super::bus::{Bus, Received};
 use super::notify::NotificationKind;
+use super::Stop;
 use crate::db::dispatch::{self, Work};
 use crate::db::notifications::NotificationRow;
 use crate::db::webhooks::{self, NewDelivery};
@@ -24,18 +27,23 @@ pub struct Wakers {
     pub notifications: Arc<Notify>,
 }
 
-pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers) {
+pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers, stop: Stop) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
-        loop {
-            let batch = match bus.receive(256, poll).await {
+        while !stop.requested() {
+            let received = tokio::select! {
+                received = bus.receive(256, poll) => received,
+                _ = stop.requested_now() => return,
+            };
+            let batch = match received {
                 Ok(batch) => batch,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     if failures == 1 || failures % 50 == 0 {
                         tracing::warn!(bus = bus.kind(), error = %e, "cannot receive events; retrying");
                     }
-                    tokio::time::sleep((poll * failures.min(25)).min(Duration::from_secs(5))).await;
+                    stop.sleep((poll * failures.min(25)).min(Duration::from_secs(5)))
+                        .await;
                     continue;
                 }
             };
@@ -50,8 +58,13 @@ pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers) {
                     Err(e) => {
                         attempt = attempt.saturating_add(1);
                         tracing::warn!(error = %e, events = batch.len(), attempt, "cannot record dispatched events; retrying");
-                        tokio::time::sleep((poll * attempt.min(25)).min(Duration::from_secs(5)))
-                            .await;
+                        if !stop
+                            .sleep((poll * attempt.min(25)).min(Duration::from_secs(5)))
+                            .await
+                        {
+                            // Not acknowledged: taken again after the restart.
+                            return;
+                        }
                     }
                 }
             }
@@ -63,7 +76,7 @@ pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers) {
             wakers.webhooks.notify_one();
             wakers.notifications.notify_one();
         }
-    });
+    })
 }
 
 async fn record(db: &Database, batch: &[Received]) -> Result<(), DbError> {

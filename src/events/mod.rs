@@ -26,7 +26,8 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::db::Database;
@@ -49,10 +50,37 @@ pub const EVENT_TYPES: &[&str] = &[
     "inventory.low_stock",
 ];
 
+/// Asked of every loop of the pipeline between two pieces of work, so that a
+/// graceful stop never cuts a database call or a delivery in half.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn requested_now(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Sleeps `duration`; false when a stop cut it short.
+    pub async fn sleep(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => !self.requested(),
+            _ = self.requested_now() => false,
+        }
+    }
+}
+
 /// Handles on the running pipeline.
 #[derive(Clone)]
 pub struct Events {
     webhooks: Arc<Notify>,
+    stop: Arc<watch::Sender<bool>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Events {
@@ -64,8 +92,16 @@ impl Events {
         settings: &Settings,
         owner: &str,
     ) -> anyhow::Result<Events> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = Stop(stop_rx);
+        let mut tasks = Vec::new();
         let bus = bus::Bus::new(redis, owner, settings.events.stream_max_len);
-        relay::spawn(db.clone(), bus.clone(), &settings.events);
+        tasks.push(relay::spawn(
+            db.clone(),
+            bus.clone(),
+            &settings.events,
+            stop.clone(),
+        ));
 
         let w = &settings.webhooks;
         let timeout = Duration::from_millis(w.timeout_ms);
@@ -78,7 +114,7 @@ impl Events {
             },
             timeout,
         )?;
-        let webhooks = worker::spawn(
+        let (webhooks, task) = worker::spawn(
             Arc::new(webhook_queue),
             WorkerConfig {
                 concurrency: w.concurrency,
@@ -86,12 +122,14 @@ impl Events {
                 // Loading, one bounded POST, recording (retried): well within.
                 lease: timeout + Duration::from_secs(60),
             },
+            stop.clone(),
         );
 
         let n = &settings.notifications;
         let smtp_timeout = Duration::from_millis(n.smtp.timeout_ms);
         let notifier = notify::notifier_from_settings(n)?;
-        let notifications = worker::spawn(
+        tasks.push(task);
+        let (notifications, task) = worker::spawn(
             Arc::new(notify::NotificationQueue::new(
                 db.clone(),
                 notifier,
@@ -107,9 +145,11 @@ impl Events {
                 poll_interval: Duration::from_millis(w.poll_interval_ms),
                 lease: smtp_timeout * 3 + Duration::from_secs(60),
             },
+            stop.clone(),
         );
+        tasks.push(task);
 
-        dispatch::spawn(
+        tasks.push(dispatch::spawn(
             db,
             bus,
             Duration::from_millis(settings.events.relay_interval_ms),
@@ -117,8 +157,27 @@ impl Events {
                 webhooks: webhooks.clone(),
                 notifications,
             },
-        );
-        Ok(Events { webhooks })
+            stop,
+        ));
+        Ok(Events {
+            webhooks,
+            stop: Arc::new(stop_tx),
+            tasks: Arc::new(Mutex::new(tasks)),
+        })
+    }
+
+    /// Stops the pipeline gracefully: no new work is taken, attempts in
+    /// flight finish and are recorded (so a deploy does not send them again),
+    /// waiting at most `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<_> = self.tasks.lock().await.drain(..).collect();
+        if tokio::time::timeout(timeout, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!("event delivery still busy at shutdown; unfinished attempts are retried after the restart");
+        }
     }
 
     /// Makes the delivery worker look for due deliveries now (after a replay).

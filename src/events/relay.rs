@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use tokio::task::JoinHandle;
+
 use super::bus::Bus;
+use super::Stop;
 use crate::config::EventSettings;
 use crate::db::{outbox, Database};
 
-pub fn spawn(db: Database, bus: Bus, settings: &EventSettings) {
+pub fn spawn(db: Database, bus: Bus, settings: &EventSettings, stop: Stop) -> JoinHandle<()> {
     let interval = Duration::from_millis(settings.relay_interval_ms);
     let batch = i64::from(settings.relay_batch);
     let redispatch_after = chrono::Duration::seconds(settings.redispatch_after_s as i64);
     tokio::spawn(async move {
         let mut failures = 0u32;
-        loop {
+        while !stop.requested() {
             let now = Utc::now().naive_utc();
             let result = match db.conn().await {
                 Ok(mut conn) => {
@@ -42,7 +45,7 @@ pub fn spawn(db: Database, bus: Bus, settings: &EventSettings) {
                     if published as i64 == batch {
                         continue; // more are waiting
                     }
-                    tokio::time::sleep(interval).await;
+                    stop.sleep(interval).await;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -51,12 +54,12 @@ pub fn spawn(db: Database, bus: Bus, settings: &EventSettings) {
                     }
                     metrics::counter!("events_publish_failures_total", "bus" => bus.kind())
                         .increment(1);
-                    tokio::time::sleep((interval * failures.min(25)).min(Duration::from_secs(5)))
+                    stop.sleep((interval * failures.min(25)).min(Duration::from_secs(5)))
                         .await;
                 }
             }
         }
-    });
+    })
 }
 
 /// `outbox_lag_seconds`: the age of the oldest event not yet published;

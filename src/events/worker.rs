@@ -9,6 +9,9 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::Stop;
 
 /// A table of due work.
 pub trait Queue: Send + Sync + 'static {
@@ -37,14 +40,20 @@ pub struct WorkerConfig {
 }
 
 /// Starts the worker; notifying the returned handle makes it look at once.
-pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
+/// The task ends after a stop, once its attempts in flight have finished.
+pub fn spawn<Q: Queue>(
+    queue: Arc<Q>,
+    config: WorkerConfig,
+    stop: Stop,
+) -> (Arc<Notify>, JoinHandle<()>) {
     let wake = Arc::new(Notify::new());
     let woken = wake.clone();
-    tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let task = tokio::spawn(async move {
+        let concurrency = config.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let lease = chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::MAX);
         let mut failures = 0u32;
-        loop {
+        while !stop.requested() {
             let Ok(first) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -55,7 +64,10 @@ pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
                 Ok(ids) if ids.is_empty() => {
                     failures = 0;
                     drop(first);
-                    let _ = tokio::time::timeout(config.poll_interval, woken.notified()).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(config.poll_interval, woken.notified()) => {}
+                        _ = stop.requested_now() => {}
+                    }
                 }
                 Ok(ids) => {
                     failures = 0;
@@ -80,12 +92,14 @@ pub fn spawn<Q: Queue>(queue: Arc<Q>, config: WorkerConfig) -> Arc<Notify> {
                     failures = failures.saturating_add(1);
                     tracing::warn!(queue = queue.name(), error = %e, "cannot take due work; retrying");
                     let pause = config.poll_interval * failures.min(20);
-                    tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
+                    stop.sleep(pause.min(Duration::from_secs(5))).await;
                 }
             }
         }
+        // Wait for the attempts in flight.
+        let _ = slots.acquire_many(concurrency as u32).await;
     });
-    wake
+    (wake, task)
 }
 
 /// Runs `record` (writing an attempt's outcome) up to five times over about

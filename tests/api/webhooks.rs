@@ -400,3 +400,33 @@ pub fn by_event(receiver: &Receiver) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// A graceful stop lets a delivery in flight finish and records it, so the
+/// restarted engine does not send it again.
+async fn a_graceful_stop_finishes_and_records_deliveries_in_flight(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start(&[], 200).await;
+    let admin = app.admin_token().await;
+    let (webhook, _) = register(&app, &admin, &receiver.url, &["order.created"]).await;
+    app.create_product(&admin, "STOP-1", 100, 10).await;
+    let customer = app.customer_token().await;
+    receiver.set_delay(Duration::from_millis(600));
+    app.place_order(&customer, &[("STOP-1", 1)], "tok_ok")
+        .await
+        .assert_status(201);
+    eventually("the delivery is in flight", DEADLINE, || async {
+        receiver.received().len() == 1
+    })
+    .await;
+    let db = app.database().await;
+    app.stop();
+    let mut conn = db.conn().await.unwrap();
+    let rows = orderflow::db::webhooks::deliveries(&mut conn, &webhook, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, "succeeded", "{rows:?}");
+    assert_eq!(rows[0].attempts, 1);
+}
+
+both_backends!(a_graceful_stop_finishes_and_records_deliveries_in_flight);

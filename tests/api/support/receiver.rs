@@ -62,6 +62,8 @@ struct State {
     script: VecDeque<u16>,
     default_status: u16,
     received: Vec<Received>,
+    /// How long to take before answering.
+    delay: std::time::Duration,
 }
 
 pub struct Receiver {
@@ -79,6 +81,7 @@ impl Receiver {
             script: script.iter().copied().collect(),
             default_status,
             received: Vec::new(),
+            delay: std::time::Duration::ZERO,
         }));
         let shared = state.clone();
         let accept_loop = tokio::spawn(async move {
@@ -95,6 +98,10 @@ impl Receiver {
             state,
             accept_loop,
         }
+    }
+
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     pub fn set_default_status(&self, status: u16) {
@@ -154,7 +161,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
             }
             body.extend_from_slice(&chunk[..n]);
         }
-        let status = {
+        let (status, delay) = {
             let mut state = state.lock().unwrap();
             let status = state.script.pop_front().unwrap_or(state.default_status);
             state.received.push(Received {
@@ -162,8 +169,9 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
                 body,
                 answered: status,
             });
-            status
+            (status, state.delay)
         };
+        tokio::time::sleep(delay).await;
         let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
         stream.write_all(response.as_bytes()).await?;
     }
