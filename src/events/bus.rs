@@ -27,6 +27,8 @@ pub const GROUP: &str = "orderflow-dispatch";
 /// An entry taken by a consumer and not acknowledged for this long is taken
 /// over by another (its process died or lost Redis mid-batch).
 const CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// A consumer with nothing pending, idle this long, is removed from the group.
+pub const STALE_CONSUMER: Duration = Duration::from_secs(3600);
 /// The wire format of event times: UTC, microseconds.
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
 /// Events the in-process channel holds; `events.relay_batch` is at most this.
@@ -101,6 +103,32 @@ impl Bus {
                     .collect())
             }
         }
+    }
+
+    /// Removes consumers of the group that hold nothing and have been idle
+    /// for `idle_for`: every process start adds one, named after the process.
+    /// Removing a live one is harmless (its next read makes it again), and
+    /// one holding entries is never removed.
+    pub async fn prune_consumers(&self, idle_for: Duration) -> anyhow::Result<usize> {
+        let Bus::Redis(stream) = self else {
+            return Ok(0);
+        };
+        let mut conn = stream.redis.connection();
+        let reply: redis::streams::StreamInfoConsumersReply =
+            conn.xinfo_consumers(&stream.key, GROUP).await?;
+        let mut removed = 0;
+        for consumer in reply.consumers {
+            if consumer.name != stream.consumer
+                && consumer.pending == 0
+                && consumer.idle as u128 >= idle_for.as_millis()
+            {
+                let _: usize = conn
+                    .xgroup_delconsumer(&stream.key, GROUP, &consumer.name)
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Acknowledges dispatched entries (a no-op on the channel).

@@ -30,7 +30,21 @@ pub struct Wakers {
 pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers, stop: Stop) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failures = 0u32;
+        let mut pruned_at = tokio::time::Instant::now();
         while !stop.requested() {
+            if pruned_at.elapsed() > Duration::from_secs(300) {
+                pruned_at = tokio::time::Instant::now();
+                match bus.prune_consumers(super::bus::STALE_CONSUMER).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(
+                        removed,
+                        "removed idle consumers from the event stream's group"
+                    ),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot prune the event stream's consumers")
+                    }
+                }
+            }
             let received = tokio::select! {
                 received = bus.receive(256, poll) => received,
                 _ = stop.requested_now() => return,

@@ -198,3 +198,68 @@ async fn two_engine_processes_deliver_each_event_once() {
     drop(first);
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_consumers_holding_nothing_are_pruned_from_the_stream_group() {
+    use orderflow::config::RedisSettings;
+    use orderflow::db::outbox::{OutboxEvent, Publisher};
+    use orderflow::events::bus::{Bus, GROUP};
+    use orderflow::redis_conn::RedisConn;
+
+    let test_redis = TestRedis::create().await;
+    let settings = RedisSettings {
+        url: Some(SecretString::from(test_redis.url.clone())),
+        key_prefix: test_redis.prefix.clone(),
+        connect_timeout_ms: 2000,
+        response_timeout_ms: 2000,
+    };
+    let bus = Bus::new(RedisConn::from_settings(&settings).unwrap(), "me", 1000);
+    // The first read makes the group.
+    bus.receive(10, Duration::from_millis(10)).await.unwrap();
+    let event = OutboxEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        event_type: "order.created".to_owned(),
+        aggregate_id: "o".to_owned(),
+        payload: "{}".to_owned(),
+        created_at: chrono::Utc::now().naive_utc(),
+    };
+    bus.publish(std::slice::from_ref(&event)).await.unwrap();
+    let client = redis::Client::open(test_redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:events", test_redis.prefix);
+    // "holder" takes the entry and never acknowledges it; "ghost" holds nothing.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", GROUP, "holder", "COUNT", "1", "STREAMS", &key, ">"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // "me" too, whatever the Redis version's rule for making consumers on reads.
+    for name in ["ghost", "me"] {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg(&["CREATECONSUMER", &key, GROUP, name])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(bus.prune_consumers(Duration::ZERO).await.unwrap(), 1);
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg(&["CONSUMERS", &key, GROUP])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["holder", "me"],
+        "the one holding an entry and this process stay"
+    );
+    assert_eq!(
+        bus.prune_consumers(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0,
+        "nobody has been idle for an hour"
+    );
+}
