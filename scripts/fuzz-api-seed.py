@@ -139,7 +139,7 @@ include-path-regex = "^/api/v1/(orders|sagas)/\\\\{{id\\\\}}"
 parameters = {{ "path.id" = {{ dictionary = "orders", probability = 0.7 }} }}
 
 [[operations]]
-include-path-regex = "^/api/v1/webhooks/\\\\{{id\\\\}}"
+include-path-regex = "^/api/v1/webhooks/\\\\{{id\\\\}}/deliveries"
 parameters = {{ "path.id" = {{ dictionary = "webhooks", probability = 0.7 }} }}
 
 [[operations]]

@@ -227,31 +227,66 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then stops gracefully: no new
-    /// connections, in-flight requests finish (bounded by the shutdown timeout).
+    /// connections, event delivery takes no new work, in-flight requests and
+    /// deliveries finish and buffered analytics are written, all within one
+    /// shutdown timeout counted from the signal.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let events = self.events.clone();
+        let signalled = std::sync::Arc::new(std::sync::OnceLock::new());
+        let signalled_at = signalled.clone();
+        // Installed now, before anything else runs: a signal that arrives
+        // before the task below is first polled is still caught.
+        let listening = ShutdownSignals::install();
         let signals = tokio::spawn(async move {
-            match shutdown_signal().await {
-                Ok(name) => tracing::info!(signal = name, "shutting down gracefully"),
+            match listening {
+                Ok(signals) => {
+                    let name = signals.received().await;
+                    tracing::info!(signal = name, "shutting down gracefully");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot listen for shutdown signals; stopping")
                 }
             }
+            let _ = signalled_at.set(tokio::time::Instant::now());
+            events.request_stop();
             handle.stop(true).await;
         });
         let result = self.server.await;
         signals.abort();
-        Self::drain(&self.events, &self.analytics, self.shutdown_timeout).await;
+        let left = signalled.get().map_or(self.shutdown_timeout, |at| {
+            self.shutdown_timeout.saturating_sub(at.elapsed())
+        });
+        Self::drain(
+            &self.events,
+            &self.analytics,
+            left.max(Duration::from_secs(1)),
+        )
+        .await;
         result
     }
 }
 
-async fn shutdown_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, listened for from the moment they are installed.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the first signal received.
+    async fn received(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }

@@ -56,8 +56,9 @@ pub const EVENT_TYPES: &[&str] = &[
 pub struct Stop(watch::Receiver<bool>);
 
 impl Stop {
+    /// True once a stop was requested, or the pipeline's handle is gone.
     pub fn requested(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() || self.0.has_changed().is_err()
     }
 
     /// Resolves once a stop is requested.
@@ -166,11 +167,16 @@ impl Events {
         })
     }
 
+    /// Asks every loop to stop taking work (what is in flight goes on).
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     /// Stops the pipeline gracefully: no new work is taken, attempts in
     /// flight finish and are recorded (so a deploy does not send them again),
     /// waiting at most `timeout`.
     pub async fn shutdown(&self, timeout: Duration) {
-        let _ = self.stop.send(true);
+        self.request_stop();
         let tasks: Vec<_> = self.tasks.lock().await.drain(..).collect();
         if tokio::time::timeout(timeout, futures_util::future::join_all(tasks))
             .await

@@ -54,9 +54,16 @@ pub fn spawn<Q: Queue>(
         let lease = chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::MAX);
         let mut failures = 0u32;
         while !stop.requested() {
-            let Ok(first) = slots.clone().acquire_owned().await else {
-                return;
+            let first = tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                _ = stop.requested_now() => break,
             };
+            if stop.requested() {
+                break;
+            }
             let limit = 1 + slots.available_permits() as i64;
             let token = format!("{}-{}", queue.name(), uuid::Uuid::now_v7());
             let now = Utc::now().naive_utc();

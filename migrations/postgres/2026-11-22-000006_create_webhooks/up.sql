@@ -12,8 +12,9 @@ ALTER TABLE outbox ADD COLUMN republish_after TIMESTAMP;
 -- Events written before this migration had no consumer: they are history,
 -- not news. Without this, the first start would send every past order's
 -- notifications and replay history to new webhooks.
-UPDATE outbox SET published_at = COALESCE(published_at, CURRENT_TIMESTAMP),
-                  dispatched_at = CURRENT_TIMESTAMP;
+-- Times are UTC, as the engine writes them.
+UPDATE outbox SET published_at = COALESCE(published_at, now() AT TIME ZONE 'UTC'),
+                  dispatched_at = now() AT TIME ZONE 'UTC';
 CREATE INDEX outbox_undispatched ON outbox (republish_after) WHERE dispatched_at IS NULL;
 
 -- Webhook endpoints. events is a JSON array of event types, or ["*"].
