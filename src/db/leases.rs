@@ -83,6 +83,41 @@ macro_rules! claim_due {
     }};
 }
 
+/// Records one attempt on the row `$id` of `$table` while `$token` still
+/// holds it: the status, one more attempt, the next attempt's time, the lease
+/// released, plus the table's own columns `$extra`. Evaluates to
+/// `QueryResult<bool>`: false when the lease was lost (replayed or expired)
+/// and nothing was recorded.
+#[macro_export]
+macro_rules! settle_leased {
+    ($conn:expr, $table:ident, $id:expr, $token:expr, $settled:expr, $now:expr, ($($extra:expr),* $(,)?)) => {{
+        use ::diesel::prelude::*;
+        use ::diesel_async::RunQueryDsl;
+        use $crate::db::schema::$table;
+        let settled: $crate::db::leases::Settled = $settled;
+        let now: ::chrono::NaiveDateTime = $now;
+        $crate::with_conn!($conn, |c| {
+            diesel::update(
+                $table::table
+                    .filter($table::id.eq($id))
+                    .filter($table::lease_owner.eq($token)),
+            )
+            .set((
+                $table::status.eq(settled.status()),
+                $table::attempts.eq($table::attempts + 1),
+                $table::next_attempt_at.eq(settled.next_attempt_at()),
+                $table::lease_owner.eq(None::<String>),
+                $table::lease_expires_at.eq(None::<::chrono::NaiveDateTime>),
+                $table::updated_at.eq(now),
+                $($extra,)*
+            ))
+            .execute(c)
+            .await
+        })
+        .map(|updated| updated == 1)
+    }};
+}
+
 /// What an attempt came to, as the queue records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {

@@ -96,24 +96,16 @@ pub async fn settle(
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let sent_at = (settled == Settled::Succeeded).then_some(now);
-    let updated = with_conn!(conn, |c| {
-        diesel::update(
-            notifications::table
-                .filter(notifications::id.eq(id))
-                .filter(notifications::lease_owner.eq(token)),
-        )
-        .set((
-            notifications::status.eq(settled.status()),
-            notifications::attempts.eq(notifications::attempts + 1),
-            notifications::next_attempt_at.eq(settled.next_attempt_at()),
-            notifications::lease_owner.eq(None::<String>),
-            notifications::lease_expires_at.eq(None::<NaiveDateTime>),
+    crate::settle_leased!(
+        conn,
+        notifications,
+        id,
+        token,
+        settled,
+        now,
+        (
             notifications::last_error.eq(error),
             notifications::sent_at.eq(sent_at),
-            notifications::updated_at.eq(now),
-        ))
-        .execute(c)
-        .await
-    })?;
-    Ok(updated == 1)
+        )
+    )
 }

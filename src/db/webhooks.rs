@@ -25,12 +25,6 @@ impl WebhookRow {
     pub fn event_filter(&self) -> Vec<String> {
         serde_json::from_str(&self.events).unwrap_or_default()
     }
-
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.event_filter()
-            .iter()
-            .any(|e| e == "*" || e == event_type)
-    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -206,27 +200,19 @@ pub async fn settle(
     now: NaiveDateTime,
 ) -> QueryResult<bool> {
     let delivered_at = (settled == Settled::Succeeded).then_some(now);
-    let updated = with_conn!(conn, |c| {
-        diesel::update(
-            webhook_deliveries::table
-                .filter(webhook_deliveries::id.eq(id))
-                .filter(webhook_deliveries::lease_owner.eq(token)),
-        )
-        .set((
-            webhook_deliveries::status.eq(settled.status()),
-            webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1),
-            webhook_deliveries::next_attempt_at.eq(settled.next_attempt_at()),
-            webhook_deliveries::lease_owner.eq(None::<String>),
-            webhook_deliveries::lease_expires_at.eq(None::<NaiveDateTime>),
+    crate::settle_leased!(
+        conn,
+        webhook_deliveries,
+        id,
+        token,
+        settled,
+        now,
+        (
             webhook_deliveries::last_status_code.eq(status_code),
             webhook_deliveries::last_error.eq(error),
             webhook_deliveries::delivered_at.eq(delivered_at),
-            webhook_deliveries::updated_at.eq(now),
-        ))
-        .execute(c)
-        .await
-    })?;
-    Ok(updated == 1)
+        )
+    )
 }
 
 /// Makes a delivery due again at once with a fresh count of attempts and

@@ -96,7 +96,14 @@ pub fn spawn(db: Database, bus: Bus, poll: Duration, wakers: Wakers, stop: Stop)
 async fn record(db: &Database, batch: &[Received]) -> Result<(), DbError> {
     let now = Utc::now().naive_utc();
     let mut conn = db.conn().await?;
-    let endpoints = webhooks::all(&mut conn).await?;
+    let endpoints: Vec<_> = webhooks::all(&mut conn)
+        .await?
+        .into_iter()
+        .map(|w| {
+            let filter = w.event_filter();
+            (w, filter)
+        })
+        .collect();
     // An entry whose event is not in this database (another deployment
     // sharing the Redis prefix, a database restored from a backup) is
     // skipped, not retried: it would fail forever and hold up the rest.
@@ -114,7 +121,10 @@ async fn record(db: &Database, batch: &[Received]) -> Result<(), DbError> {
             continue;
         }
         work.event_ids.push(event.id.clone());
-        for endpoint in endpoints.iter().filter(|w| w.wants(&event.event_type)) {
+        for (endpoint, _) in endpoints
+            .iter()
+            .filter(|(_, filter)| filter.iter().any(|t| t == "*" || *t == event.event_type))
+        {
             work.deliveries.push(NewDelivery::due(
                 &endpoint.id,
                 &event.id,
