@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::accounts::{AccountError, Accounts};
 use crate::auth::token::TokenService;
-use crate::config::Settings;
+use crate::config::{CheckoutEngine, Settings};
 use crate::db::Database;
 use crate::domain::user::{NewUser, Role};
 use crate::startup::Application;
@@ -25,12 +25,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine (the default): migrate, then serve HTTP.
-    Serve,
+    Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+}
+
+#[derive(Debug, Default, Args)]
+struct ServeArgs {
+    /// How checkouts run: `orderflow` (the saga) or `baseline` (one
+    /// database transaction with the stock rows locked, for the load
+    /// benches' comparison). Default: `checkout.engine` from the settings.
+    #[arg(long, value_parser = ["orderflow", "baseline"])]
+    engine: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,17 +63,26 @@ struct CreateUser {
 
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load()?;
+    let mut settings = Settings::load()?;
     telemetry::init_tracing(&settings.telemetry);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            if let Some(engine) = &args.engine {
+                settings.checkout.engine = CheckoutEngine::parse(engine)?;
+            }
+            serve(settings).await
+        }
         Command::Migrate => migrate(settings).await,
         Command::User(UserCommand::Create(args)) => create_user(settings, args).await,
     }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    tracing::info!(environment = %settings.environment, "starting orderflow");
+    tracing::info!(
+        environment = %settings.environment,
+        checkout.engine = settings.checkout.engine.as_str(),
+        "starting orderflow"
+    );
     let app = Application::build(settings).await?;
     // Plain stdout, not a log line: scripts and tests read the bound port here.
     println!("orderflow listening on {}", app.address());

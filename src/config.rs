@@ -258,6 +258,35 @@ pub struct CheckoutSettings {
     pub sync_wait_ms: u64,
     /// Currency of a cart created without one.
     pub default_currency: String,
+    /// How a cart checkout is carried out: `orderflow` (the saga, with
+    /// stock reserved through the SKU actors) or `baseline` (one database
+    /// transaction with the stock rows locked; for the load benches'
+    /// comparison, see docs/benchmarks.md).
+    pub engine: CheckoutEngine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckoutEngine {
+    Orderflow,
+    Baseline,
+}
+
+impl CheckoutEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckoutEngine::Orderflow => "orderflow",
+            CheckoutEngine::Baseline => "baseline",
+        }
+    }
+
+    pub fn parse(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "orderflow" => Ok(CheckoutEngine::Orderflow),
+            "baseline" => Ok(CheckoutEngine::Baseline),
+            other => bail!("the engine must be orderflow or baseline; got `{other}`"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -293,6 +322,9 @@ pub struct PaymentSettings {
     /// Bound on one call to the provider; past it the outcome is unknown and
     /// is resolved by a status lookup.
     pub timeout_ms: u64,
+    /// The sandbox provider answers each call after this long, as a real
+    /// provider's round trip would (0: at once).
+    pub sandbox_latency_ms: u64,
     pub paypal: PaypalSettings,
 }
 

@@ -18,6 +18,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod invariants;
 pub mod orders;
 pub mod outbound;
 pub mod payments;

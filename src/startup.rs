@@ -123,6 +123,7 @@ impl Application {
         )?;
         let analytics = Analytics::start(db.clone(), &settings.analytics);
         let checkout_wait = CheckoutWait(Duration::from_millis(settings.checkout.sync_wait_ms));
+        let checkout_engine = settings.checkout.engine;
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
@@ -169,6 +170,7 @@ impl Application {
                 .app_data(idempotency.clone())
                 .app_data(web::Data::new(proxies.clone()))
                 .app_data(web::Data::new(checkout_wait))
+                .app_data(web::Data::new(checkout_engine))
                 .app_data(database.clone())
                 .app_data(stoq.clone())
                 .app_data(events_data.clone())

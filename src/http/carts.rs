@@ -9,10 +9,12 @@ use super::idempotency::{once, IdempotencyKey};
 use super::identity::AuthUser;
 use super::openapi::{CheckoutAccepted, ErrorEnvelope};
 use super::orders::{
-    parse_payment, placement, respond_with_saga, CheckoutWait, PaymentBody, Placement,
+    parse_payment, placement, respond_with_order, respond_with_saga, CheckoutWait, PaymentBody,
+    Placement,
 };
 use super::products::path_sku;
 use crate::carts::{CartView, Carts, LineChange};
+use crate::config::CheckoutEngine;
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::parse_quantity;
 use crate::domain::product::Currency;
@@ -230,6 +232,7 @@ pub async fn checkout(
     carts: web::Data<Carts>,
     orders: web::Data<Orders>,
     wait: web::Data<CheckoutWait>,
+    engine: web::Data<CheckoutEngine>,
     path: web::Path<String>,
     key: IdempotencyKey,
     Json(body): Json<Checkout>,
@@ -238,11 +241,26 @@ pub async fn checkout(
     let payment = parse_payment(&body.payment, &orders)?;
     let user_id = user.id;
     let request = req.clone();
+    let engine = **engine;
     once(&req, &user, key, &body, move |claim| async move {
-        let order_id = match placement(claim) {
-            Placement::Placed(order_id) => order_id,
-            Placement::ToPlace(idempotency) => {
+        let order_id = match (placement(claim), engine) {
+            (Placement::Placed(order_id), _) => order_id,
+            (Placement::ToPlace(idempotency), CheckoutEngine::Orderflow) => {
                 carts.checkout(user_id, &id, payment, idempotency).await?
+            }
+            (Placement::ToPlace(idempotency), CheckoutEngine::Baseline) => {
+                // Spawned: the transaction runs to its end (commit or
+                // rollback) even if the client goes away.
+                let run = orders.clone();
+                let order_id = tokio::spawn(async move {
+                    run.checkout_in_one_transaction(user_id, &id, payment, idempotency)
+                        .await
+                })
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!("baseline checkout task: {e}"))
+                })??;
+                return respond_with_order(&orders, &order_id).await;
             }
         };
         respond_with_saga(&request, &orders, &order_id, wait.0).await

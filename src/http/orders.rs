@@ -174,6 +174,13 @@ pub async fn respond_with_saga(
             Err(_) => {}
         }
     }
+    respond_with_order(orders, order_id).await
+}
+
+/// The answer to a checkout or placement whose order is as it now is:
+/// 201 with the order, 202 while it is pending, or the error of a
+/// rejected or declined one.
+pub async fn respond_with_order(orders: &Orders, order_id: &str) -> Result<HttpResponse, ApiError> {
     let view = orders.view(order_id).await?;
     let location = format!("/api/v1/orders/{order_id}");
     match OrderStatus::parse(&view.status) {

@@ -8,6 +8,7 @@
 //! `db::sagas`), and claims sagas through leases so that with several engine
 //! processes each saga runs in one of them (`recovery`).
 
+mod baseline;
 mod commands;
 mod create;
 mod drive;

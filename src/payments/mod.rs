@@ -101,7 +101,9 @@ impl Payments {
     pub fn from_settings(settings: &PaymentSettings) -> anyhow::Result<Payments> {
         Ok(match settings.provider {
             PaymentProviderKind::Sandbox => {
-                let sandbox = Arc::new(sandbox::SandboxProvider::new());
+                let sandbox = Arc::new(sandbox::SandboxProvider::with_latency(
+                    std::time::Duration::from_millis(settings.sandbox_latency_ms),
+                ));
                 Payments {
                     provider: sandbox.clone(),
                     sandbox: Some(sandbox),

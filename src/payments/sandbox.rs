@@ -60,11 +60,27 @@ pub struct SandboxProvider {
     state: Mutex<State>,
     /// When false, every call fails with a transient error (an outage).
     unavailable: AtomicBool,
+    /// How long each call takes, like a real provider's round trip.
+    latency: std::time::Duration,
 }
 
 impl SandboxProvider {
     pub fn new() -> SandboxProvider {
         SandboxProvider::default()
+    }
+
+    /// A sandbox whose every call (and lookup) answers after `latency`.
+    pub fn with_latency(latency: std::time::Duration) -> SandboxProvider {
+        SandboxProvider {
+            latency,
+            ..SandboxProvider::default()
+        }
+    }
+
+    async fn round_trip(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
     }
 
     /// Every approved operation so far, in order.
@@ -194,7 +210,11 @@ impl PaymentProvider for SandboxProvider {
         &'a self,
         request: &'a PaymentRequest,
     ) -> BoxFuture<'a, Result<PaymentResult, PaymentError>> {
-        async move { self.run(request) }.boxed()
+        async move {
+            self.round_trip().await;
+            self.run(request)
+        }
+        .boxed()
     }
 
     fn lookup<'a>(
@@ -202,6 +222,7 @@ impl PaymentProvider for SandboxProvider {
         request: &'a PaymentRequest,
     ) -> BoxFuture<'a, Result<Option<PaymentResult>, PaymentError>> {
         async move {
+            self.round_trip().await;
             if self.unavailable.load(Ordering::SeqCst) {
                 return Err(PaymentError::Transient("sandbox outage".to_owned()));
             }

@@ -1,0 +1,273 @@
+//! The queries of the baseline checkout (`checkout.engine = "baseline"`): the
+//! design a team would write without actors, measured against orderflow by
+//! the load benches. A checkout is one explicit transaction on one
+//! connection: [`Tx::begin`] (on SQLite `BEGIN IMMEDIATE`, its whole-database
+//! write lock), then [`Tx::lock_stock`] (`SELECT ... FOR UPDATE` on the stock
+//! rows on PostgreSQL), the payment calls while the locks are held, then the
+//! writes, then [`Tx::commit`].
+//!
+//! None of these queries opens a transaction of its own: a nested `BEGIN`
+//! would commit the outer one early.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+use super::carts::{CartItemRow, CartRow};
+use super::idempotency::Binding;
+use super::inventory::NewMovementRow;
+use super::orders::{OrderEventRow, OrderItemRow, OrderRow, PaymentRow, SagaRow};
+use super::outbox::NewOutboxRow;
+use super::schema::{
+    cart_items, carts, inventory, inventory_movements, order_events, order_items, orders, outbox,
+    payments, products, sagas,
+};
+use super::DbConn;
+use crate::{bind_idempotency_key, with_conn};
+
+/// One SKU's stock as locked by the checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedStock {
+    pub sku: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// The product is on sale.
+    pub active: bool,
+}
+
+/// Everything a finished baseline checkout writes.
+#[derive(Debug)]
+pub struct BaselineOrder {
+    pub order: OrderRow,
+    pub items: Vec<OrderItemRow>,
+    /// Units taken off `on_hand` per SKU (empty when nothing was sold).
+    pub taken: Vec<NewMovementRow>,
+    pub payments: Vec<PaymentRow>,
+    pub saga: SagaRow,
+    pub audit: Vec<OrderEventRow>,
+    pub outbox: Vec<NewOutboxRow>,
+    /// The cart checked out, at the version it was read.
+    pub cart: (String, i64),
+    pub idempotency: Option<Binding>,
+}
+
+/// Why the writes were refused; the transaction must be rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the cart changed concurrently")]
+    CartChanged,
+    #[error("the idempotency key was taken over")]
+    KeyLost,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// An open transaction on a pooled connection it owns. Finish it with
+/// [`Tx::commit`] or [`Tx::rollback`]; dropped without either, or when a
+/// rollback fails, the connection is taken out of the pool, so an open
+/// transaction never reaches another caller.
+pub struct Tx {
+    conn: Option<DbConn>,
+}
+
+impl Tx {
+    pub async fn begin(mut conn: DbConn) -> QueryResult<Tx> {
+        let begun = match &mut conn {
+            DbConn::Postgres(c) => c.batch_execute("BEGIN").await,
+            DbConn::Sqlite(c) => c.batch_execute("BEGIN IMMEDIATE").await,
+        };
+        match begun {
+            Ok(()) => Ok(Tx { conn: Some(conn) }),
+            Err(e) => {
+                rollback_or_discard(conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    fn conn(&mut self) -> &mut DbConn {
+        self.conn.as_mut().expect("the transaction is open")
+    }
+
+    pub async fn commit(mut self) -> QueryResult<()> {
+        let mut conn = self.conn.take().expect("the transaction is open");
+        let result = with_conn!(&mut conn, |c| c.batch_execute("COMMIT").await);
+        if result.is_err() {
+            // The outcome of a failed COMMIT is unknown to this connection;
+            // make sure it is not reused inside a transaction.
+            rollback_or_discard(conn).await;
+        }
+        result
+    }
+
+    pub async fn rollback(mut self) {
+        if let Some(conn) = self.conn.take() {
+            rollback_or_discard(conn).await;
+        }
+    }
+
+    pub async fn load_cart(
+        &mut self,
+        cart_id: &str,
+    ) -> QueryResult<Option<(CartRow, Vec<CartItemRow>)>> {
+        with_conn!(self.conn(), |c| {
+            let Some(cart) = carts::table
+                .find(cart_id)
+                .select(CartRow::as_select())
+                .first(c)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let items = cart_items::table
+                .filter(cart_items::cart_id.eq(cart_id))
+                .order(cart_items::sku.asc())
+                .select(CartItemRow::as_select())
+                .load(c)
+                .await?;
+            Ok(Some((cart, items)))
+        })
+    }
+
+    /// Locks the stock rows of `skus` in SKU order (so two checkouts never
+    /// wait for each other in a cycle) and reads them with their products.
+    pub async fn lock_stock(&mut self, skus: &[String]) -> QueryResult<Vec<LockedStock>> {
+        let mut sorted: Vec<&String> = skus.iter().collect();
+        sorted.sort();
+        let mut locked = Vec::with_capacity(sorted.len());
+        for sku in sorted {
+            let query = inventory::table
+                .inner_join(products::table)
+                .filter(inventory::sku.eq(sku))
+                .select((
+                    inventory::sku,
+                    inventory::on_hand,
+                    inventory::reserved,
+                    products::active,
+                ));
+            let row: Option<(String, i64, i64, bool)> = match self.conn() {
+                DbConn::Postgres(c) => query.for_update().first(&mut **c).await.optional()?,
+                // BEGIN IMMEDIATE already holds the database's write lock.
+                DbConn::Sqlite(c) => query.first(&mut **c).await.optional()?,
+            };
+            if let Some((sku, on_hand, reserved, active)) = row {
+                locked.push(LockedStock {
+                    sku,
+                    on_hand,
+                    reserved,
+                    active,
+                });
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Writes the order with everything that goes with it and marks the cart
+    /// checked out (if it is still at the version read).
+    pub async fn write(
+        &mut self,
+        new: &BaselineOrder,
+        now: NaiveDateTime,
+    ) -> Result<(), WriteError> {
+        with_conn!(self.conn(), |c| {
+            if let Some(binding) = &new.idempotency {
+                if !bind_idempotency_key!(c, binding, "order", &new.order.id)? {
+                    return Err(WriteError::KeyLost);
+                }
+            }
+            let (cart_id, version) = &new.cart;
+            let updated = diesel::update(
+                carts::table
+                    .filter(carts::id.eq(cart_id))
+                    .filter(carts::status.eq("open"))
+                    .filter(carts::version.eq(version)),
+            )
+            .set((
+                carts::status.eq("checked_out"),
+                carts::order_id.eq(&new.order.id),
+                carts::version.eq(version + 1),
+                carts::updated_at.eq(now),
+            ))
+            .execute(c)
+            .await?;
+            if updated == 0 {
+                return Err(WriteError::CartChanged);
+            }
+            for taken in &new.taken {
+                diesel::update(inventory::table.find(&taken.sku))
+                    .set((
+                        inventory::on_hand.eq(inventory::on_hand + taken.on_hand_delta),
+                        inventory::version.eq(inventory::version + 1_i64),
+                        inventory::updated_at.eq(now),
+                    ))
+                    .execute(c)
+                    .await?;
+                diesel::insert_into(inventory_movements::table)
+                    .values(taken)
+                    .execute(c)
+                    .await?;
+            }
+            diesel::insert_into(orders::table)
+                .values(&new.order)
+                .execute(c)
+                .await?;
+            for item in &new.items {
+                diesel::insert_into(order_items::table)
+                    .values(item)
+                    .execute(c)
+                    .await?;
+            }
+            for payment in &new.payments {
+                diesel::insert_into(payments::table)
+                    .values(payment)
+                    .execute(c)
+                    .await?;
+            }
+            diesel::insert_into(sagas::table)
+                .values(&new.saga)
+                .execute(c)
+                .await?;
+            for row in &new.audit {
+                diesel::insert_into(order_events::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            for row in &new.outbox {
+                diesel::insert_into(outbox::table)
+                    .values(row)
+                    .execute(c)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            tracing::error!(
+                "a baseline checkout transaction was dropped open; discarding its connection"
+            );
+            discard(conn);
+        }
+    }
+}
+
+async fn rollback_or_discard(mut conn: DbConn) {
+    let rolled_back = with_conn!(&mut conn, |c| c.batch_execute("ROLLBACK").await);
+    if rolled_back.is_err() {
+        discard(conn);
+    }
+}
+
+/// Closes the connection instead of returning it to the pool, which opens a
+/// fresh one in its place.
+fn discard(conn: DbConn) {
+    match conn {
+        DbConn::Postgres(c) => drop(deadpool::managed::Object::take(c)),
+        DbConn::Sqlite(c) => drop(deadpool::managed::Object::take(c)),
+    }
+}

@@ -1,0 +1,412 @@
+//! The baseline checkout (`checkout.engine = "baseline"`): what a team would
+//! write without actors, kept so the load benches can measure orderflow
+//! against it on the same database in the same run (docs/benchmarks.md).
+//!
+//! One database transaction per checkout: lock the cart's stock rows
+//! (`SELECT ... FOR UPDATE`; SQLite: `BEGIN IMMEDIATE`), check availability,
+//! authorize and capture while holding the locks, take the stock, and write
+//! the order in its final state with everything orderflow writes for it
+//! (items, payment records, audit trail, outbox events, a finished saga row),
+//! then commit. Rejections and declines are recorded as orders too, so the
+//! API answers exactly as orderflow's does; later commands (cancel, refund,
+//! ship) work on these orders through the usual saga.
+//!
+//! It keeps the same invariants (no oversell, one capture per order); what
+//! it gives up is throughput on a contended SKU, since every checkout of it
+//! holds the row lock across its payment calls.
+
+use chrono::{NaiveDateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{audit_row, event_payload, Actor, Orders, OrdersError, PaymentInput};
+use crate::config::CaptureMode;
+use crate::db::baseline::{BaselineOrder, LockedStock, Tx, WriteError};
+use crate::db::carts::{CartItemRow, CartRow};
+use crate::db::idempotency::Binding;
+use crate::db::inventory::NewMovementRow;
+use crate::db::orders::{OrderItemRow, OrderRow, PaymentRow, SagaRow};
+use crate::db::outbox::NewOutboxRow;
+use crate::domain::inventory::MovementKind;
+use crate::domain::order::{order_total, OrderStatus, PaymentStatus, SagaState, StockState};
+use crate::domain::FieldError;
+use crate::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
+
+/// How the payment went.
+enum Charge {
+    /// Authorized (and captured, with automatic capture).
+    Approved {
+        payments: Vec<PaymentRow>,
+    },
+    Declined {
+        payments: Vec<PaymentRow>,
+    },
+}
+
+impl Orders {
+    /// Checks the cart out in one transaction; returns the order id. The
+    /// order is final when this returns: `paid` (`authorized` with manual
+    /// capture), `rejected` (out of stock) or `payment_failed`.
+    pub async fn checkout_in_one_transaction(
+        &self,
+        user: Uuid,
+        cart_id: &str,
+        payment: PaymentInput,
+        idempotency: Option<Binding>,
+    ) -> Result<String, OrdersError> {
+        let conn = self.inner.db.conn().await?;
+        let mut tx = Tx::begin(conn).await?;
+        match self
+            .checkout_in(&mut tx, user, cart_id, payment, idempotency)
+            .await
+        {
+            Ok(new) => {
+                tx.commit().await?;
+                metrics::counter!("baseline_checkouts_total", "status" => new.order.status.clone())
+                    .increment(1);
+                Ok(new.order.id)
+            }
+            Err(e) => {
+                tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn checkout_in(
+        &self,
+        tx: &mut Tx,
+        user: Uuid,
+        cart_id: &str,
+        payment: PaymentInput,
+        idempotency: Option<Binding>,
+    ) -> Result<BaselineOrder, OrdersError> {
+        let (cart, lines) = tx.load_cart(cart_id).await?.ok_or(OrdersError::NotFound)?;
+        if cart.user_id != user.to_string() {
+            return Err(OrdersError::NotFound);
+        }
+        if let Some(order_id) = cart.order_id.clone() {
+            return Err(OrdersError::CartCheckedOut { order_id });
+        }
+        if lines.is_empty() {
+            return Err(OrdersError::EmptyCart);
+        }
+        let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
+        let stock = tx.lock_stock(&skus).await?;
+        let not_on_sale: Vec<FieldError> = lines
+            .iter()
+            .filter(|l| !stock.iter().any(|s| s.sku == l.sku && s.active))
+            .map(|l| FieldError::new("items", format!("{} is no longer on sale", l.sku)))
+            .collect();
+        if !not_on_sale.is_empty() {
+            return Err(OrdersError::Validation(not_on_sale));
+        }
+        let now = Utc::now().naive_utc();
+        let mut new = self.new_order(user, &cart, &lines, payment, idempotency, now)?;
+        let shortfalls = shortfalls(&lines, &stock);
+        if !shortfalls.is_empty() {
+            self.final_status(
+                &mut new,
+                OrderStatus::Rejected,
+                json!({ "items": shortfalls }),
+                now,
+            );
+        } else {
+            match self.baseline_charge(&new.order).await? {
+                Charge::Approved { payments } => {
+                    let (status, payment_status) = match self.inner.policy.capture_mode {
+                        CaptureMode::Automatic => (OrderStatus::Paid, PaymentStatus::Captured),
+                        CaptureMode::Manual => (OrderStatus::Authorized, PaymentStatus::Authorized),
+                    };
+                    let order = &mut new.order;
+                    order.payment_ref = payments.first().and_then(|p| p.provider_ref.clone());
+                    order.payment_status = payment_status.as_str().to_owned();
+                    order.authorized = order.total;
+                    if payment_status == PaymentStatus::Captured {
+                        order.captured = order.total;
+                    }
+                    order.stock_state = StockState::Committed.as_str().to_owned();
+                    new.payments = payments;
+                    new.taken = taken(&new.order.id, &lines, now);
+                    self.final_status(&mut new, status, json!({}), now);
+                }
+                Charge::Declined { payments } => {
+                    new.order.payment_status = PaymentStatus::Failed.as_str().to_owned();
+                    new.payments = payments;
+                    self.final_status(&mut new, OrderStatus::PaymentFailed, json!({}), now);
+                }
+            }
+        }
+        match tx.write(&new, now).await {
+            Ok(()) => Ok(new),
+            Err(WriteError::CartChanged) => Err(OrdersError::Conflict(
+                "the cart changed while it was checked out; retry".to_owned(),
+            )),
+            Err(WriteError::KeyLost) => Err(OrdersError::IdempotencyKeyInUse),
+            Err(WriteError::Query(e)) => Err(e.into()),
+        }
+    }
+
+    /// The order as created, before its outcome is known.
+    fn new_order(
+        &self,
+        user: Uuid,
+        cart: &CartRow,
+        lines: &[CartItemRow],
+        payment: PaymentInput,
+        idempotency: Option<Binding>,
+        now: NaiveDateTime,
+    ) -> Result<BaselineOrder, OrdersError> {
+        let order_id = Uuid::now_v7().to_string();
+        let priced: Vec<(i64, i64)> = lines.iter().map(|l| (l.unit_price, l.quantity)).collect();
+        let total = order_total(&priced).map_err(|e| OrdersError::Validation(vec![e]))?;
+        let order = OrderRow {
+            id: order_id.clone(),
+            user_id: user.to_string(),
+            cart_id: Some(cart.id.clone()),
+            status: OrderStatus::Pending.as_str().to_owned(),
+            currency: cart.currency.clone(),
+            total,
+            payment_provider: self.inner.payments.provider.name().to_owned(),
+            payment_token: payment.token,
+            payment_ref: None,
+            capture_mode: self.inner.policy.capture_mode.as_str().to_owned(),
+            payment_status: PaymentStatus::None.as_str().to_owned(),
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            stock_state: StockState::None.as_str().to_owned(),
+            cancel_requested: false,
+            capture_requested: false,
+            carrier: None,
+            tracking_number: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let items = lines
+            .iter()
+            .map(|l| OrderItemRow {
+                order_id: order_id.clone(),
+                sku: l.sku.clone(),
+                name: l.name.clone(),
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+                line_total: l.unit_price.saturating_mul(l.quantity),
+                restocked: 0,
+            })
+            .collect();
+        Ok(BaselineOrder {
+            saga: SagaRow {
+                order_id: order_id.clone(),
+                state: SagaState::Running.as_str().to_owned(),
+                current_step: None,
+                parked: false,
+                lease_owner: None,
+                lease_expires_at: None,
+                started_at: now,
+                updated_at: now,
+                finished_at: None,
+            },
+            order,
+            items,
+            taken: Vec::new(),
+            payments: Vec::new(),
+            audit: Vec::new(),
+            outbox: Vec::new(),
+            cart: (cart.id.clone(), cart.version),
+            idempotency,
+        })
+    }
+
+    /// Sets the final status and writes the trail orderflow writes for it:
+    /// `order.created`, then the outcome's event.
+    fn final_status(
+        &self,
+        new: &mut BaselineOrder,
+        status: OrderStatus,
+        data: serde_json::Value,
+        now: NaiveDateTime,
+    ) {
+        let actor = Actor::User(Uuid::parse_str(&new.order.user_id).unwrap_or_default());
+        let created = json!({
+            "items": new.items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
+            "cart_id": new.order.cart_id,
+        });
+        let mut first = audit_row(
+            &new.order.id,
+            "order.created",
+            OrderStatus::Pending,
+            OrderStatus::Pending,
+            &actor,
+            created.clone(),
+            now,
+        );
+        first.from_status = None;
+        let event_type = format!("order.{}", event_name(status));
+        let outcome = audit_row(
+            &new.order.id,
+            &event_type,
+            OrderStatus::Pending,
+            status,
+            &Actor::System,
+            data.clone(),
+            now,
+        );
+        new.order.status = status.as_str().to_owned();
+        new.outbox = vec![NewOutboxRow::new(
+            "order.created",
+            &new.order.id,
+            &event_payload(&new.order, OrderStatus::Pending, created),
+            now,
+        )];
+        if let Some(public) = public_event(status) {
+            new.outbox.push(NewOutboxRow::new(
+                public,
+                &new.order.id,
+                &event_payload(&new.order, status, data),
+                now,
+            ));
+        }
+        new.audit = vec![first, outcome];
+        new.saga.state = match status {
+            OrderStatus::Rejected | OrderStatus::PaymentFailed => SagaState::Compensated,
+            _ => SagaState::Completed,
+        }
+        .as_str()
+        .to_owned();
+        new.saga.finished_at = Some(now);
+    }
+
+    /// Authorizes, then (automatic capture) captures; a declined capture
+    /// voids the authorization. Any provider error aborts the checkout:
+    /// the transaction rolls back and the client may retry.
+    async fn baseline_charge(&self, order: &OrderRow) -> Result<Charge, OrdersError> {
+        let mut payments = Vec::new();
+        let authorize = self.baseline_request(order, Operation::Authorize, None);
+        let reference = match self.baseline_call(&authorize).await? {
+            PaymentResult::Approved { reference } => {
+                payments.push(payment_row(&authorize, "succeeded", Some(&reference)));
+                reference
+            }
+            PaymentResult::Declined { .. } => {
+                payments.push(payment_row(&authorize, "declined", None));
+                return Ok(Charge::Declined { payments });
+            }
+        };
+        if self.inner.policy.capture_mode == CaptureMode::Manual {
+            return Ok(Charge::Approved { payments });
+        }
+        let capture = self.baseline_request(order, Operation::Capture, Some(reference.clone()));
+        match self.baseline_call(&capture).await? {
+            PaymentResult::Approved { reference: r } => {
+                payments.push(payment_row(&capture, "succeeded", Some(&r)));
+                Ok(Charge::Approved { payments })
+            }
+            PaymentResult::Declined { .. } => {
+                payments.push(payment_row(&capture, "declined", None));
+                let void = self.baseline_request(order, Operation::Void, Some(reference));
+                if let PaymentResult::Approved { reference: r } = self.baseline_call(&void).await? {
+                    payments.push(payment_row(&void, "succeeded", Some(&r)));
+                }
+                Ok(Charge::Declined { payments })
+            }
+        }
+    }
+
+    fn baseline_request(
+        &self,
+        order: &OrderRow,
+        operation: Operation,
+        reference: Option<String>,
+    ) -> PaymentRequest {
+        PaymentRequest {
+            operation,
+            idempotency_key: format!("{}:{}", order.id, operation.as_str()),
+            order_id: order.id.clone(),
+            token: order.payment_token.clone(),
+            amount: order.total,
+            currency: order.currency.clone(),
+            reference,
+        }
+    }
+
+    async fn baseline_call(&self, request: &PaymentRequest) -> Result<PaymentResult, OrdersError> {
+        let call = tokio::time::timeout(
+            self.inner.policy.payment_timeout,
+            self.inner.payments.provider.execute(request),
+        );
+        match call.await.unwrap_or(Err(PaymentError::Timeout)) {
+            Ok(result) => Ok(result),
+            Err(PaymentError::Permanent(reason)) => Ok(PaymentResult::Declined { reason }),
+            Err(e) => Err(OrdersError::Unavailable(format!(
+                "payment provider: {e}; nothing was charged or recorded, retry"
+            ))),
+        }
+    }
+}
+
+/// The published event of a final status, as the saga publishes it.
+fn public_event(status: OrderStatus) -> Option<&'static str> {
+    match status {
+        OrderStatus::Paid => Some("order.paid"),
+        OrderStatus::PaymentFailed => Some("payment.failed"),
+        _ => None,
+    }
+}
+
+/// The audit trail's name of a final status.
+fn event_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Authorized => "authorized",
+        OrderStatus::Rejected => "rejected",
+        OrderStatus::PaymentFailed => "payment_failed",
+        _ => "paid",
+    }
+}
+
+/// The lines the locked stock cannot cover, as `out_of_stock` reports them.
+fn shortfalls(lines: &[CartItemRow], stock: &[LockedStock]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let available = stock
+                .iter()
+                .find(|s| s.sku == line.sku)
+                .map_or(0, |s| (s.on_hand - s.reserved).max(0));
+            (available < line.quantity).then(
+                || json!({ "sku": line.sku, "requested": line.quantity, "available": available }),
+            )
+        })
+        .collect()
+}
+
+/// The stock sold: one ledger entry per line.
+fn taken(order_id: &str, lines: &[CartItemRow], now: NaiveDateTime) -> Vec<NewMovementRow> {
+    lines
+        .iter()
+        .map(|line| NewMovementRow {
+            id: Uuid::now_v7().to_string(),
+            sku: line.sku.clone(),
+            kind: MovementKind::Commit.as_str().to_owned(),
+            on_hand_delta: -line.quantity,
+            reserved_delta: 0,
+            order_id: Some(order_id.to_owned()),
+            note: Some("baseline checkout".to_owned()),
+            created_at: now,
+        })
+        .collect()
+}
+
+fn payment_row(request: &PaymentRequest, status: &str, reference: Option<&str>) -> PaymentRow {
+    PaymentRow {
+        id: Uuid::now_v7().to_string(),
+        order_id: request.order_id.clone(),
+        operation: request.operation.as_str().to_owned(),
+        idempotency_key: request.idempotency_key.clone(),
+        amount: request.amount,
+        status: status.to_owned(),
+        provider_ref: reference.map(str::to_owned),
+        created_at: Utc::now().naive_utc(),
+    }
+}
