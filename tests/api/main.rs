@@ -18,6 +18,7 @@ mod hostile;
 mod idempotency;
 mod inventory;
 mod inventory_store;
+mod load_bench;
 mod notifications;
 mod ops;
 mod order_lifecycle;

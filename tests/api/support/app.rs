@@ -173,6 +173,11 @@ impl TestApp {
         orderflow::db::Database::connect(&settings).expect("pool")
     }
 
+    /// The URL of this app's own database (for tools that connect to it).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The Redis key prefix of this app, when it runs with Redis.
     pub fn redis_prefix(&self) -> Option<&str> {
         self._redis.as_ref().map(|r| r.prefix.as_str())
