@@ -432,6 +432,41 @@ async fn the_bench_drives_a_running_engine() {
     assert_eq!(report["runs"][0]["outcome"]["checkout_attempts"], 5);
     assert_eq!(report["runs"][0]["invariants"]["orders"], 5);
 
+    let carts_out = tempfile::tempdir().unwrap();
+    let carts = bench(carts_out.path())
+        .args([
+            "--scenario",
+            "carts",
+            "--skus",
+            "5",
+            "--checkouts",
+            "6",
+            "--customers",
+            "2",
+        ])
+        .args([
+            "--target",
+            &app.address,
+            "--database-url",
+            app.database_url(),
+        ])
+        .args([
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        carts.status.success(),
+        "{}",
+        String::from_utf8_lossy(&carts.stderr)
+    );
+    let report = report_of(carts_out.path());
+    assert_eq!(report["runs"][0]["outcome"]["carts_created"], 6);
+    assert_eq!(report["runs"][0]["measured"]["checkouts"], 0);
+
     let refused = bench(out.path())
         .args(["--scenario", "mixed", "--mix", "browse=1,steal=1"])
         .output()

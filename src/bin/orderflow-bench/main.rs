@@ -60,12 +60,16 @@ struct Args {
     /// --checkouts is given.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Stop after this many checkout attempts.
+    /// Stop after this many checkout attempts (carts, in the carts
+    /// scenario).
     #[arg(long)]
     checkouts: Option<u64>,
-    /// SKUs of the catalog and mixed scenarios.
+    /// SKUs of the catalog, mixed and carts scenarios.
     #[arg(long, default_value_t = 10_000)]
     skus: usize,
+    /// Lines per cart in the catalog scenario, `MIN-MAX` or `N`.
+    #[arg(long, default_value = "1-5", value_parser = parse_lines)]
+    lines: (usize, usize),
     /// Initial stock of each SKU. Default: 5 000 for the flash sale (the
     /// sale ends when it is sold), 1 000 000 otherwise.
     #[arg(long)]
@@ -154,6 +158,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         },
         checkouts: args.checkouts,
         skus: args.skus.max(1),
+        lines: args.lines,
         stock: args.stock.unwrap_or(match args.scenario {
             Scenario::FlashSale => 5_000,
             _ => 1_000_000,
@@ -379,6 +384,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
 }
 
+fn parse_lines(text: &str) -> Result<(usize, usize), String> {
+    let (min, max) = text.split_once('-').unwrap_or((text, text));
+    let parse = |n: &str| {
+        n.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+    };
+    match (parse(min), parse(max)) {
+        (Some(min), Some(max)) if min <= max => Ok((min, max)),
+        _ => Err(format!(
+            "`{text}`: expected N or MIN-MAX with 1 <= MIN <= MAX <= 100"
+        )),
+    }
+}
+
 fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
@@ -404,6 +425,15 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("2h").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn lines_parse_as_a_range() {
+        assert_eq!(parse_lines("1-5").unwrap(), (1, 5));
+        assert_eq!(parse_lines("1").unwrap(), (1, 1));
+        assert!(parse_lines("5-1").is_err());
+        assert!(parse_lines("0").is_err());
+        assert!(parse_lines("1-101").is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - `mixed`: each step is one action picked by `--mix` weights: browsing
 //!   (product reads), cart edits, checkouts, declined checkouts, customer
 //!   cancels and admin refunds of the customer's paid orders.
+//! - `carts`: every flow is a new cart with one line, abandoned: what many
+//!   touched-then-idle cart actors cost the engine in memory.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +34,7 @@ pub enum Scenario {
     FlashSale,
     Catalog,
     Mixed,
+    Carts,
 }
 
 impl Scenario {
@@ -40,6 +43,7 @@ impl Scenario {
             Scenario::FlashSale => "flash-sale",
             Scenario::Catalog => "catalog",
             Scenario::Mixed => "mixed",
+            Scenario::Carts => "carts",
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct Plan {
     /// Checkout attempts after which the run ends.
     pub checkouts: Option<u64>,
     pub skus: usize,
+    /// Lines per cart in the catalog scenario: `(min, max)`.
+    pub lines: (usize, usize),
     pub stock: i64,
     pub zipf_exponent: f64,
     pub mix: Mix,
@@ -333,9 +339,11 @@ impl Run {
             let more = match self.plan.scenario {
                 Scenario::FlashSale => self.flow(&mut me, &mut rng, 1, "tok_ok").await,
                 Scenario::Catalog => {
-                    let lines = rng.random_range(1..=5);
+                    let (min, max) = self.plan.lines;
+                    let lines = rng.random_range(min..=max);
                     self.flow(&mut me, &mut rng, lines, "tok_ok").await
                 }
+                Scenario::Carts => self.abandoned_cart(&me, &mut rng).await,
                 Scenario::Mixed => self.mixed_step(&mut me, &mut rng).await,
             };
             if !more {
@@ -369,6 +377,27 @@ impl Run {
             }
         }
         self.checkout(me, &cart, token).await;
+        true
+    }
+
+    /// A cart with one line, never checked out. False when the run's
+    /// budget of flows is spent.
+    async fn abandoned_cart(&self, me: &Customer, rng: &mut SmallRng) -> bool {
+        if !self.take_attempt() {
+            return false;
+        }
+        if let Some(cart) = self.new_cart(me).await {
+            let sku = self.pick_skus(rng, 1)[0].to_owned();
+            self.api
+                .call(
+                    "add_item",
+                    Method::POST,
+                    &format!("/carts/{cart}/items"),
+                    Some(&me.token),
+                    Some(json!({"sku": sku, "quantity": 1})),
+                )
+                .await;
+        }
         true
     }
 
