@@ -138,6 +138,21 @@ impl Report {
                 );
             }
             let audit = &run.invariants;
+            let statuses: Vec<String> = audit
+                .statuses
+                .iter()
+                .map(|(status, n)| format!("{status} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  orders in the database: {}{}",
+                statuses.join(", "),
+                if run.unsettled_sagas > 0 {
+                    format!(" ({} sagas still running)", run.unsettled_sagas)
+                } else {
+                    String::new()
+                }
+            );
             if audit.passed() {
                 let _ = writeln!(
                     out,
