@@ -381,6 +381,20 @@ impl Carts {
         .await
     }
 
+    /// Makes the cart's actor drop what it holds, so that its next job
+    /// reloads the cart: after a change made outside the actor (the
+    /// baseline checkout).
+    pub async fn forget(&self, cart_id: &str) {
+        let forgotten = self
+            .inner
+            .actors
+            .run(cart_id, |_state| async { (None, ()) })
+            .await;
+        if let Err(e) = forgotten {
+            tracing::warn!(cart.id = cart_id, error = %e, "could not reset the cart's actor; it reloads on its next conflict");
+        }
+    }
+
     /// Products deactivated since they were added cannot be bought.
     async fn check_still_on_sale(&self, cart: &LoadedCart) -> Result<(), OrdersError> {
         let mut errors = Vec::new();

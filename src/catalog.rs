@@ -97,6 +97,12 @@ impl Catalog {
 
     /// The product as a JSON document, from the cache when it holds the
     /// current one, else from the database (and then cached).
+    /// Drops `sku` from the product cache after a stock write made outside
+    /// the SKU actors (the baseline checkout).
+    pub async fn invalidate(&self, sku: &str) {
+        self.cache.invalidate(sku).await;
+    }
+
     pub async fn get_document(&self, sku: &Sku) -> Result<Option<Arc<str>>, CatalogError> {
         let tag = match self.cache.lookup(sku.as_str()).await {
             Lookup::Hit(document) => return Ok(Some(document)),

@@ -69,6 +69,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => {
             if let Some(engine) = &args.engine {
                 settings.checkout.engine = CheckoutEngine::parse(engine)?;
+                settings.check_engine()?;
             }
             serve(settings).await
         }

@@ -272,6 +272,22 @@ pub enum CheckoutEngine {
     Baseline,
 }
 
+impl Settings {
+    /// The baseline checkout holds stock locks (on SQLite the whole
+    /// database) across payment calls: a benchmark device, never production.
+    pub fn check_engine(&self) -> anyhow::Result<()> {
+        if self.environment == Environment::Production
+            && self.checkout.engine == CheckoutEngine::Baseline
+        {
+            bail!(
+                "refusing to start in production with checkout.engine = \"baseline\": \
+                 it exists for the load benches' comparison only"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl CheckoutEngine {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -681,6 +697,7 @@ impl Settings {
                 "auth.bootstrap_admin_email and auth.bootstrap_admin_password must be set together"
             );
         }
+        self.check_engine()?;
         let secret = self.auth.jwt_secret.expose_secret();
         if self.environment == Environment::Production {
             if secret == DEVELOPMENT_JWT_SECRET {
@@ -826,6 +843,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("at least 32"), "{err:#}");
+    }
+
+    #[test]
+    fn production_refuses_the_baseline_checkout() {
+        let secret = (
+            "ORDERFLOW__AUTH__JWT_SECRET",
+            "a-production-secret-that-is-long-enough-0001",
+        );
+        let err = load(
+            Environment::Production,
+            &[secret, ("ORDERFLOW__CHECKOUT__ENGINE", "baseline")],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("baseline"), "{err:#}");
+        let dev = load(
+            Environment::Development,
+            &[("ORDERFLOW__CHECKOUT__ENGINE", "baseline")],
+        )
+        .unwrap();
+        assert_eq!(dev.checkout.engine, CheckoutEngine::Baseline);
+        assert!(load(
+            Environment::Development,
+            &[("ORDERFLOW__CHECKOUT__ENGINE", "actors")]
+        )
+        .is_err());
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! design a team would write without actors, measured against orderflow by
 //! the load benches. A checkout is one explicit transaction on one
 //! connection: [`Tx::begin`] (on SQLite `BEGIN IMMEDIATE`, its whole-database
-//! write lock), then [`Tx::lock_stock`] (`SELECT ... FOR UPDATE` on the stock
-//! rows on PostgreSQL), the payment calls while the locks are held, then the
-//! writes, then [`Tx::commit`].
+//! write lock), [`Tx::load_cart`] (the cart row locked on PostgreSQL, so two
+//! checkouts of one cart queue instead of both paying), [`Tx::bind_key`],
+//! [`Tx::lock_stock`] (`SELECT ... FOR NO KEY UPDATE` on the stock rows on
+//! PostgreSQL), the payment calls while the locks are held, [`Tx::write`],
+//! then [`Tx::commit`].
 //!
 //! None of these queries opens a transaction of its own: a nested `BEGIN`
 //! would commit the outer one early.
@@ -48,7 +50,6 @@ pub struct BaselineOrder {
     pub outbox: Vec<NewOutboxRow>,
     /// The cart checked out, at the version it was read.
     pub cart: (String, i64),
-    pub idempotency: Option<Binding>,
 }
 
 /// Why the writes were refused; the transaction must be rolled back.
@@ -56,8 +57,6 @@ pub struct BaselineOrder {
 pub enum WriteError {
     #[error("the cart changed concurrently")]
     CartChanged,
-    #[error("the idempotency key was taken over")]
-    KeyLost,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -71,55 +70,70 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// Begins on `conn`. If `BEGIN` fails no transaction is open, and the
+    /// connection goes back to the pool (whose check drops a broken one).
     pub async fn begin(mut conn: DbConn) -> QueryResult<Tx> {
-        let begun = match &mut conn {
-            DbConn::Postgres(c) => c.batch_execute("BEGIN").await,
-            DbConn::Sqlite(c) => c.batch_execute("BEGIN IMMEDIATE").await,
-        };
-        match begun {
-            Ok(()) => Ok(Tx { conn: Some(conn) }),
-            Err(e) => {
-                rollback_or_discard(conn).await;
-                Err(e)
-            }
+        match &mut conn {
+            DbConn::Postgres(c) => c.batch_execute("BEGIN").await?,
+            DbConn::Sqlite(c) => c.batch_execute("BEGIN IMMEDIATE").await?,
         }
+        Ok(Tx { conn: Some(conn) })
     }
 
     fn conn(&mut self) -> &mut DbConn {
         self.conn.as_mut().expect("the transaction is open")
     }
 
+    /// The connection stays in the guard until COMMIT has answered: if this
+    /// future is dropped meanwhile, `Drop` discards the connection.
     pub async fn commit(mut self) -> QueryResult<()> {
-        let mut conn = self.conn.take().expect("the transaction is open");
-        let result = with_conn!(&mut conn, |c| c.batch_execute("COMMIT").await);
+        let result = with_conn!(self.conn(), |c| c.batch_execute("COMMIT").await);
         if result.is_err() {
             // The outcome of a failed COMMIT is unknown to this connection;
             // make sure it is not reused inside a transaction.
-            rollback_or_discard(conn).await;
+            self.end_with_rollback().await;
+        } else {
+            self.conn = None;
         }
         result
     }
 
     pub async fn rollback(mut self) {
-        if let Some(conn) = self.conn.take() {
-            rollback_or_discard(conn).await;
+        self.end_with_rollback().await;
+    }
+
+    async fn end_with_rollback(&mut self) {
+        let rolled_back = with_conn!(self.conn(), |c| c.batch_execute("ROLLBACK").await);
+        let conn = self.conn.take().expect("the transaction is open");
+        if rolled_back.is_err() {
+            discard(conn);
         }
     }
 
+    /// The cart and its lines; on PostgreSQL the cart row is locked.
     pub async fn load_cart(
         &mut self,
         cart_id: &str,
     ) -> QueryResult<Option<(CartRow, Vec<CartItemRow>)>> {
-        with_conn!(self.conn(), |c| {
-            let Some(cart) = carts::table
+        let cart = match self.conn() {
+            DbConn::Postgres(c) => carts::table
                 .find(cart_id)
                 .select(CartRow::as_select())
-                .first(c)
+                .for_update()
+                .first(&mut **c)
                 .await
-                .optional()?
-            else {
-                return Ok(None);
-            };
+                .optional()?,
+            DbConn::Sqlite(c) => carts::table
+                .find(cart_id)
+                .select(CartRow::as_select())
+                .first(&mut **c)
+                .await
+                .optional()?,
+        };
+        let Some(cart) = cart else {
+            return Ok(None);
+        };
+        with_conn!(self.conn(), |c| {
             let items = cart_items::table
                 .filter(cart_items::cart_id.eq(cart_id))
                 .order(cart_items::sku.asc())
@@ -130,35 +144,52 @@ impl Tx {
         })
     }
 
+    /// Binds the request's idempotency key to the order about to be made;
+    /// false if a retry of the request took the key over.
+    pub async fn bind_key(&mut self, binding: &Binding, order_id: &str) -> QueryResult<bool> {
+        with_conn!(self.conn(), |c| bind_idempotency_key!(
+            c, binding, "order", order_id
+        ))
+    }
+
     /// Locks the stock rows of `skus` in SKU order (so two checkouts never
-    /// wait for each other in a cycle) and reads them with their products.
+    /// wait for each other in a cycle) and reads them, with whether each
+    /// product is on sale (read, not locked).
     pub async fn lock_stock(&mut self, skus: &[String]) -> QueryResult<Vec<LockedStock>> {
         let mut sorted: Vec<&String> = skus.iter().collect();
         sorted.sort();
         let mut locked = Vec::with_capacity(sorted.len());
         for sku in sorted {
-            let query = inventory::table
-                .inner_join(products::table)
-                .filter(inventory::sku.eq(sku))
-                .select((
-                    inventory::sku,
-                    inventory::on_hand,
-                    inventory::reserved,
-                    products::active,
-                ));
-            let row: Option<(String, i64, i64, bool)> = match self.conn() {
-                DbConn::Postgres(c) => query.for_update().first(&mut **c).await.optional()?,
+            let query = inventory::table.find(sku).select((
+                inventory::sku,
+                inventory::on_hand,
+                inventory::reserved,
+            ));
+            let row: Option<(String, i64, i64)> = match self.conn() {
+                // NO KEY UPDATE: foreign-key checks of the SKU (cart lines,
+                // ledger entries) need not wait for this checkout.
+                DbConn::Postgres(c) => {
+                    query.for_no_key_update().first(&mut **c).await.optional()?
+                }
                 // BEGIN IMMEDIATE already holds the database's write lock.
                 DbConn::Sqlite(c) => query.first(&mut **c).await.optional()?,
             };
-            if let Some((sku, on_hand, reserved, active)) = row {
-                locked.push(LockedStock {
-                    sku,
-                    on_hand,
-                    reserved,
-                    active,
-                });
-            }
+            let Some((sku, on_hand, reserved)) = row else {
+                continue;
+            };
+            let active: bool = with_conn!(self.conn(), |c| {
+                products::table
+                    .find(&sku)
+                    .select(products::active)
+                    .first(c)
+                    .await
+            })?;
+            locked.push(LockedStock {
+                sku,
+                on_hand,
+                reserved,
+                active,
+            });
         }
         Ok(locked)
     }
@@ -171,11 +202,6 @@ impl Tx {
         now: NaiveDateTime,
     ) -> Result<(), WriteError> {
         with_conn!(self.conn(), |c| {
-            if let Some(binding) = &new.idempotency {
-                if !bind_idempotency_key!(c, binding, "order", &new.order.id)? {
-                    return Err(WriteError::KeyLost);
-                }
-            }
             let (cart_id, version) = &new.cart;
             let updated = diesel::update(
                 carts::table
@@ -253,13 +279,6 @@ impl Drop for Tx {
             );
             discard(conn);
         }
-    }
-}
-
-async fn rollback_or_discard(mut conn: DbConn) {
-    let rolled_back = with_conn!(&mut conn, |c| c.batch_execute("ROLLBACK").await);
-    if rolled_back.is_err() {
-        discard(conn);
     }
 }
 

@@ -251,16 +251,16 @@ pub async fn checkout(
             (Placement::ToPlace(idempotency), CheckoutEngine::Baseline) => {
                 // Spawned: the transaction runs to its end (commit or
                 // rollback) even if the client goes away.
-                let run = orders.clone();
-                let order_id = tokio::spawn(async move {
-                    run.checkout_in_one_transaction(user_id, &id, payment, idempotency)
+                let (run, cart) = (orders.clone(), id.clone());
+                let placed = tokio::spawn(async move {
+                    run.checkout_in_one_transaction(user_id, &cart, payment, idempotency)
                         .await
                 })
                 .await
-                .map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("baseline checkout task: {e}"))
-                })??;
-                return respond_with_order(&orders, &order_id).await;
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("baseline checkout task: {e}")))?;
+                // The cart's actor still holds the cart as it was.
+                carts.forget(&id).await;
+                return respond_with_order(&orders, &placed?).await;
             }
         };
         respond_with_saga(&request, &orders, &order_id, wait.0).await

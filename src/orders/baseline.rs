@@ -32,21 +32,44 @@ use crate::domain::order::{order_total, OrderStatus, PaymentStatus, SagaState, S
 use crate::domain::FieldError;
 use crate::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
 
+/// Money moved by this checkout so far: what a failed checkout gives back.
+#[derive(Default)]
+struct Charged {
+    token: String,
+    currency: String,
+    rows: Vec<PaymentRow>,
+}
+
+impl Charged {
+    fn push(&mut self, order: &OrderRow, row: PaymentRow) {
+        self.token.clone_from(&order.payment_token);
+        self.currency.clone_from(&order.currency);
+        self.rows.push(row);
+    }
+}
+
 /// How the payment went.
 enum Charge {
     /// Authorized (and captured, with automatic capture).
     Approved {
         payments: Vec<PaymentRow>,
+        reference: String,
     },
     Declined {
         payments: Vec<PaymentRow>,
+        reason: String,
+        /// An authorization still held: its capture was declined and the
+        /// void failed too.
+        held: Option<String>,
     },
 }
 
 impl Orders {
     /// Checks the cart out in one transaction; returns the order id. The
     /// order is final when this returns: `paid` (`authorized` with manual
-    /// capture), `rejected` (out of stock) or `payment_failed`.
+    /// capture), `rejected` (out of stock) or `payment_failed`. If the
+    /// transaction fails after money moved, the money is given back (void
+    /// or refund) before the error is answered.
     pub async fn checkout_in_one_transaction(
         &self,
         user: Uuid,
@@ -56,18 +79,31 @@ impl Orders {
     ) -> Result<String, OrdersError> {
         let conn = self.inner.db.conn().await?;
         let mut tx = Tx::begin(conn).await?;
-        match self
-            .checkout_in(&mut tx, user, cart_id, payment, idempotency)
-            .await
-        {
+        let mut charged = Charged::default();
+        let result = self
+            .checkout_in(&mut tx, user, cart_id, payment, idempotency, &mut charged)
+            .await;
+        let outcome = match result {
+            Ok(new) => match tx.commit().await {
+                Ok(()) => Ok(new),
+                Err(e) => Err(OrdersError::from(e)),
+            },
+            Err(e) => {
+                tx.rollback().await;
+                Err(e)
+            }
+        };
+        match outcome {
             Ok(new) => {
-                tx.commit().await?;
+                for taken in &new.taken {
+                    self.inner.catalog.invalidate(&taken.sku).await;
+                }
                 metrics::counter!("baseline_checkouts_total", "status" => new.order.status.clone())
                     .increment(1);
                 Ok(new.order.id)
             }
             Err(e) => {
-                tx.rollback().await;
+                self.give_back(&charged).await;
                 Err(e)
             }
         }
@@ -80,6 +116,7 @@ impl Orders {
         cart_id: &str,
         payment: PaymentInput,
         idempotency: Option<Binding>,
+        charged: &mut Charged,
     ) -> Result<BaselineOrder, OrdersError> {
         let (cart, lines) = tx.load_cart(cart_id).await?.ok_or(OrdersError::NotFound)?;
         if cart.user_id != user.to_string() {
@@ -91,6 +128,13 @@ impl Orders {
         if lines.is_empty() {
             return Err(OrdersError::EmptyCart);
         }
+        let now = Utc::now().naive_utc();
+        let mut new = self.new_order(user, &cart, &lines, payment, now)?;
+        if let Some(binding) = &idempotency {
+            if !tx.bind_key(binding, &new.order.id).await? {
+                return Err(OrdersError::IdempotencyKeyInUse);
+            }
+        }
         let skus: Vec<String> = lines.iter().map(|l| l.sku.clone()).collect();
         let stock = tx.lock_stock(&skus).await?;
         let not_on_sale: Vec<FieldError> = lines
@@ -101,10 +145,9 @@ impl Orders {
         if !not_on_sale.is_empty() {
             return Err(OrdersError::Validation(not_on_sale));
         }
-        let now = Utc::now().naive_utc();
-        let mut new = self.new_order(user, &cart, &lines, payment, idempotency, now)?;
         let shortfalls = shortfalls(&lines, &stock);
         if !shortfalls.is_empty() {
+            new.order.stock_state = StockState::Released.as_str().to_owned();
             self.final_status(
                 &mut new,
                 OrderStatus::Rejected,
@@ -112,14 +155,17 @@ impl Orders {
                 now,
             );
         } else {
-            match self.baseline_charge(&new.order).await? {
-                Charge::Approved { payments } => {
+            match self.baseline_charge(&new.order, charged).await? {
+                Charge::Approved {
+                    payments,
+                    reference,
+                } => {
                     let (status, payment_status) = match self.inner.policy.capture_mode {
                         CaptureMode::Automatic => (OrderStatus::Paid, PaymentStatus::Captured),
                         CaptureMode::Manual => (OrderStatus::Authorized, PaymentStatus::Authorized),
                     };
                     let order = &mut new.order;
-                    order.payment_ref = payments.first().and_then(|p| p.provider_ref.clone());
+                    order.payment_ref = Some(reference);
                     order.payment_status = payment_status.as_str().to_owned();
                     order.authorized = order.total;
                     if payment_status == PaymentStatus::Captured {
@@ -130,10 +176,36 @@ impl Orders {
                     new.taken = taken(&new.order.id, &lines, now);
                     self.final_status(&mut new, status, json!({}), now);
                 }
-                Charge::Declined { payments } => {
-                    new.order.payment_status = PaymentStatus::Failed.as_str().to_owned();
+                Charge::Declined {
+                    payments,
+                    reason,
+                    held,
+                } => {
+                    let order = &mut new.order;
+                    order.stock_state = StockState::Released.as_str().to_owned();
+                    order.payment_status = match (
+                        &held,
+                        payments
+                            .iter()
+                            .any(|p| p.operation == "void" && p.status == "succeeded"),
+                    ) {
+                        (_, true) => PaymentStatus::Voided,
+                        _ => PaymentStatus::Failed,
+                    }
+                    .as_str()
+                    .to_owned();
+                    if let Some(reference) = held {
+                        // Still held at the provider: recorded as it is.
+                        order.payment_ref = Some(reference);
+                        order.authorized = order.total;
+                    }
                     new.payments = payments;
-                    self.final_status(&mut new, OrderStatus::PaymentFailed, json!({}), now);
+                    self.final_status(
+                        &mut new,
+                        OrderStatus::PaymentFailed,
+                        json!({ "reason": reason }),
+                        now,
+                    );
                 }
             }
         }
@@ -142,8 +214,41 @@ impl Orders {
             Err(WriteError::CartChanged) => Err(OrdersError::Conflict(
                 "the cart changed while it was checked out; retry".to_owned(),
             )),
-            Err(WriteError::KeyLost) => Err(OrdersError::IdempotencyKeyInUse),
             Err(WriteError::Query(e)) => Err(e.into()),
+        }
+    }
+
+    /// Gives back money moved by a checkout whose transaction failed: the
+    /// capture is refunded, or the authorization voided. A failure here is
+    /// logged and counted (`baseline_give_back_failures_total`): the money
+    /// then stays with the provider for an operator to return.
+    async fn give_back(&self, charged: &Charged) {
+        let captured = charged.rows.iter().find(|p| p.operation == "capture");
+        let authorized = charged.rows.iter().find(|p| p.operation == "authorize");
+        let Some(authorization) = authorized else {
+            return;
+        };
+        let (operation, amount) = match captured {
+            Some(capture) => (Operation::Refund, capture.amount),
+            None => (Operation::Void, authorization.amount),
+        };
+        let request = PaymentRequest {
+            operation,
+            idempotency_key: format!("{}:{}", authorization.order_id, operation.as_str()),
+            order_id: authorization.order_id.clone(),
+            token: charged.token.clone(),
+            amount,
+            currency: charged.currency.clone(),
+            reference: authorization.provider_ref.clone(),
+        };
+        match self.baseline_call(&request).await {
+            Ok(PaymentResult::Approved { .. }) => {
+                tracing::warn!(order.id = %request.order_id, operation = operation.as_str(), "baseline checkout failed after payment; the money was given back");
+            }
+            other => {
+                metrics::counter!("baseline_give_back_failures_total").increment(1);
+                tracing::error!(order.id = %request.order_id, operation = operation.as_str(), outcome = ?other.map(|_| ()), "baseline checkout failed after payment and the money could not be given back");
+            }
         }
     }
 
@@ -154,7 +259,6 @@ impl Orders {
         cart: &CartRow,
         lines: &[CartItemRow],
         payment: PaymentInput,
-        idempotency: Option<Binding>,
         now: NaiveDateTime,
     ) -> Result<BaselineOrder, OrdersError> {
         let order_id = Uuid::now_v7().to_string();
@@ -215,7 +319,6 @@ impl Orders {
             audit: Vec::new(),
             outbox: Vec::new(),
             cart: (cart.id.clone(), cart.version),
-            idempotency,
         })
     }
 
@@ -279,37 +382,64 @@ impl Orders {
     }
 
     /// Authorizes, then (automatic capture) captures; a declined capture
-    /// voids the authorization. Any provider error aborts the checkout:
-    /// the transaction rolls back and the client may retry.
-    async fn baseline_charge(&self, order: &OrderRow) -> Result<Charge, OrdersError> {
+    /// voids the authorization. Every approved call is also pushed to
+    /// `charged`, so that a checkout failing later can give the money back.
+    async fn baseline_charge(
+        &self,
+        order: &OrderRow,
+        charged: &mut Charged,
+    ) -> Result<Charge, OrdersError> {
         let mut payments = Vec::new();
         let authorize = self.baseline_request(order, Operation::Authorize, None);
         let reference = match self.baseline_call(&authorize).await? {
             PaymentResult::Approved { reference } => {
-                payments.push(payment_row(&authorize, "succeeded", Some(&reference)));
+                let row = payment_row(&authorize, "succeeded", Some(&reference));
+                charged.push(order, row.clone());
+                payments.push(row);
                 reference
             }
-            PaymentResult::Declined { .. } => {
+            PaymentResult::Declined { reason } => {
                 payments.push(payment_row(&authorize, "declined", None));
-                return Ok(Charge::Declined { payments });
+                return Ok(Charge::Declined {
+                    payments,
+                    reason,
+                    held: None,
+                });
             }
         };
         if self.inner.policy.capture_mode == CaptureMode::Manual {
-            return Ok(Charge::Approved { payments });
+            return Ok(Charge::Approved {
+                payments,
+                reference,
+            });
         }
         let capture = self.baseline_request(order, Operation::Capture, Some(reference.clone()));
         match self.baseline_call(&capture).await? {
             PaymentResult::Approved { reference: r } => {
-                payments.push(payment_row(&capture, "succeeded", Some(&r)));
-                Ok(Charge::Approved { payments })
+                let row = payment_row(&capture, "succeeded", Some(&r));
+                charged.push(order, row.clone());
+                payments.push(row);
+                Ok(Charge::Approved {
+                    payments,
+                    reference,
+                })
             }
-            PaymentResult::Declined { .. } => {
+            PaymentResult::Declined { reason } => {
                 payments.push(payment_row(&capture, "declined", None));
-                let void = self.baseline_request(order, Operation::Void, Some(reference));
-                if let PaymentResult::Approved { reference: r } = self.baseline_call(&void).await? {
-                    payments.push(payment_row(&void, "succeeded", Some(&r)));
-                }
-                Ok(Charge::Declined { payments })
+                let void = self.baseline_request(order, Operation::Void, Some(reference.clone()));
+                let held = match self.baseline_call(&void).await {
+                    Ok(PaymentResult::Approved { reference: r }) => {
+                        payments.push(payment_row(&void, "succeeded", Some(&r)));
+                        charged.rows.clear();
+                        None
+                    }
+                    _ => Some(reference),
+                };
+                Ok(Charge::Declined {
+                    payments,
+                    reason,
+                    held,
+                })
             }
         }
     }
@@ -331,18 +461,33 @@ impl Orders {
         }
     }
 
+    /// One provider call. A timeout or transient failure is looked up by
+    /// its key (the call may have happened) and, if the provider has no
+    /// record of it, tried once more under the same key.
     async fn baseline_call(&self, request: &PaymentRequest) -> Result<PaymentResult, OrdersError> {
-        let call = tokio::time::timeout(
-            self.inner.policy.payment_timeout,
-            self.inner.payments.provider.execute(request),
-        );
-        match call.await.unwrap_or(Err(PaymentError::Timeout)) {
-            Ok(result) => Ok(result),
-            Err(PaymentError::Permanent(reason)) => Ok(PaymentResult::Declined { reason }),
-            Err(e) => Err(OrdersError::Unavailable(format!(
-                "payment provider: {e}; nothing was charged or recorded, retry"
-            ))),
+        let provider = &self.inner.payments.provider;
+        let timeout = self.inner.policy.payment_timeout;
+        for attempt in 1..=2 {
+            let call = tokio::time::timeout(timeout, provider.execute(request));
+            match call.await.unwrap_or(Err(PaymentError::Timeout)) {
+                Ok(result) => return Ok(result),
+                Err(PaymentError::Permanent(reason)) => {
+                    return Ok(PaymentResult::Declined { reason })
+                }
+                Err(e) => {
+                    let lookup = tokio::time::timeout(timeout, provider.lookup(request));
+                    if let Ok(Ok(Some(found))) = lookup.await {
+                        return Ok(found);
+                    }
+                    if attempt == 2 {
+                        return Err(OrdersError::Unavailable(format!(
+                            "payment provider: {e}; the checkout was not recorded, retry"
+                        )));
+                    }
+                }
+            }
         }
+        unreachable!("the loop returns on its second attempt")
     }
 }
 

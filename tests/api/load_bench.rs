@@ -46,6 +46,12 @@ async fn baseline_checkout_answers_like_orderflow(backend: Backend) {
     app.checkout(&alice, &cart, "tok_ok")
         .await
         .assert_error(409, "cart_checked_out");
+    // The cart's actor was told: the cart reads as checked out.
+    let seen = app
+        .get(&format!("/api/v1/carts/{cart}"), Some(&alice))
+        .await;
+    assert_eq!(seen.body["status"], "checked_out");
+    assert_eq!(seen.body["order_id"], paid_id.as_str());
 
     // Declined: recorded as payment_failed, no stock taken.
     let cart = app.cart_with(&alice, &[("BASE-1", 1)]).await;
@@ -89,6 +95,34 @@ async fn baseline_checkout_answers_like_orderflow(backend: Backend) {
         .await
         .assert_error(404, "not_found");
 
+    // A double click: two checkouts of one cart at once pay once.
+    app.create_product(&admin, "BASE-2", 500, 10).await;
+    let cart = app.cart_with(&alice, &[("BASE-2", 1)]).await;
+    let (first, second) = tokio::join!(
+        app.checkout(&alice, &cart, "tok_ok"),
+        app.checkout(&alice, &cart, "tok_ok")
+    );
+    let mut codes = [first.status.as_u16(), second.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [201, 409], "{} / {}", first.text, second.text);
+    let winner = if first.status == 201 { &first } else { &second };
+    let loser = if first.status == 201 { &second } else { &first };
+    assert_eq!(loser.error_code(), "cart_checked_out");
+    let double_id = order_id_of(winner);
+    let charges: usize = app
+        .sandbox()
+        .ledger()
+        .iter()
+        .filter(|e| e.operation == orderflow::payments::Operation::Capture && e.amount == 500)
+        .count();
+    assert_eq!(charges, 1, "one capture for the double click");
+    // A provider that fails once is tried again under the same key.
+    let cart = app.cart_with(&alice, &[("BASE-2", 1)]).await;
+    let flaky = app.checkout(&alice, &cart, "tok_error_once").await;
+    flaky.assert_status(201);
+    let flaky_id = order_id_of(&flaky);
+    assert_eq!(app.sandbox().charges(&flaky_id), 1);
+
     // Later commands run through the usual saga: cancel refunds, restocks.
     let cancelled = app
         .post(
@@ -102,11 +136,12 @@ async fn baseline_checkout_answers_like_orderflow(backend: Backend) {
     assert_eq!(cancelled.body["payment"]["refunded"], 3000);
     assert_eq!(app.stock(&admin, "BASE-1").await, (3, 0));
 
-    let audit = invariants::check(&app.database().await, &[paid_id, declined_id, short_id])
+    let acknowledged = [paid_id, declined_id, short_id, double_id, flaky_id];
+    let audit = invariants::check(&app.database().await, &acknowledged)
         .await
         .unwrap();
     assert!(audit.passed(), "{:#?}", audit.violations);
-    assert_eq!(audit.orders, 3);
+    assert_eq!((audit.orders, audit.unsettled), (5, 0));
 }
 
 async fn baseline_flash_sale_sells_the_stock_once(backend: Backend) {
@@ -431,8 +466,16 @@ async fn the_bench_drives_a_running_engine() {
     );
     let report = report_of(out.path());
     assert_eq!(report["backend"], "external");
-    assert_eq!(report["runs"][0]["outcome"]["checkout_attempts"], 5);
-    assert_eq!(report["runs"][0]["invariants"]["orders"], 5);
+    let run = &report["runs"][0];
+    assert_eq!(run["outcome"]["checkout_attempts"], 5);
+    // Every order made is one a client was told about (a loaded machine
+    // may refuse a flow before its checkout, with 503).
+    assert_eq!(
+        run["invariants"]["orders"],
+        run["outcome"]["acknowledged_orders"]
+    );
+    assert!(run["invariants"]["orders"].as_u64().unwrap() >= 1);
+    let made = run["invariants"]["orders"].clone();
 
     let carts_out = tempfile::tempdir().unwrap();
     let carts = bench(carts_out.path())
@@ -466,8 +509,19 @@ async fn the_bench_drives_a_running_engine() {
         String::from_utf8_lossy(&carts.stderr)
     );
     let report = report_of(carts_out.path());
-    assert_eq!(report["runs"][0]["outcome"]["carts_created"], 6);
-    assert_eq!(report["runs"][0]["measured"]["checkouts"], 0);
+    let run = &report["runs"][0];
+    let refused = run["measured"]["operations"]["create_cart"]["errors"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        run["outcome"]["carts_created"].as_u64().unwrap() + refused,
+        6
+    );
+    assert_eq!(run["measured"]["checkouts"], 0);
+    assert_eq!(
+        run["invariants"]["orders"], made,
+        "abandoned carts make no orders"
+    );
 
     let refused = bench(out.path())
         .args(["--scenario", "mixed", "--mix", "browse=1,steal=1"])

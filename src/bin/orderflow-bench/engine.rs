@@ -42,8 +42,13 @@ pub struct Engine {
 }
 
 enum FreshDatabase {
-    Postgres { server: String, name: String },
+    /// Dropped by [`FreshDatabase::remove`], which empties `name`.
+    Postgres {
+        server: String,
+        name: String,
+    },
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Removed,
 }
 
 /// Resident memory of the engine process.
@@ -55,7 +60,7 @@ pub struct Memory {
 
 impl Engine {
     pub async fn start(options: &LaunchOptions, engine: &str) -> anyhow::Result<Engine> {
-        let (fresh, database_url) = match &options.postgres {
+        let (mut fresh, database_url) = match &options.postgres {
             Some(server) => {
                 let name = format!(
                     "orderflow_bench_{engine}_{}",
@@ -92,6 +97,9 @@ impl Engine {
             chrono::Utc::now().format("%Y%m%dT%H%M%S")
         ));
         let mut command = Command::new(&options.binary);
+        // Its own process group: a Ctrl-C meant for the bench does not stop
+        // the engine under it before the invariant check.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
             .args(["serve", "--engine", engine])
             .env("ORDERFLOW_ENV", "development")
@@ -123,9 +131,13 @@ impl Engine {
         for (key, value) in &options.settings {
             command.env(key, value);
         }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", options.binary.display()))?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                fresh.remove().await;
+                return Err(e).with_context(|| format!("starting {}", options.binary.display()));
+            }
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -151,6 +163,7 @@ impl Engine {
                     return Ok(engine);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() < START_DEADLINE => {
+                    // (A failed start drops `engine`: its database goes too.)
                     if let Some(status) = engine
                         .child
                         .as_mut()
@@ -197,22 +210,52 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        if let FreshDatabase::Postgres { server, name } = &self.fresh {
-            let mut admin = AsyncPgConnection::establish(server).await?;
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await
-                .with_context(|| format!("dropping the database {name}"))?;
-        }
+        self.fresh.remove().await;
         Ok(())
     }
 }
 
+impl FreshDatabase {
+    /// Drops the PostgreSQL database (once); the SQLite directory goes
+    /// with its `TempDir`.
+    async fn remove(&mut self) {
+        if let FreshDatabase::Postgres { server, name } = self {
+            if name.is_empty() {
+                return;
+            }
+            let dropped = async {
+                let mut admin = AsyncPgConnection::establish(server).await?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = dropped.await {
+                eprintln!("could not drop the bench database {name}: {e:#}");
+            }
+            name.clear();
+        }
+    }
+}
+
 impl Drop for Engine {
+    /// On an early return or a panic: stop the engine, drop its database.
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if matches!(&self.fresh, FreshDatabase::Postgres { name, .. } if !name.is_empty()) {
+            let mut fresh = std::mem::replace(&mut self.fresh, FreshDatabase::Removed);
+            let _ = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    runtime.block_on(fresh.remove());
+                }
+            })
+            .join();
         }
     }
 }

@@ -83,8 +83,9 @@ struct Args {
         default_value = "browse=50,cart=20,checkout=20,decline=4,cancel=3,refund=3"
     )]
     mix: String,
-    /// Flows (checkouts) started per second across all customers; default
-    /// as fast as the engine answers. For latency at a given load.
+    /// Flows started per second across all customers (a flow is a checkout,
+    /// or one action in the mixed scenario); default as fast as the engine
+    /// answers. For latency at a given load below the peak.
     #[arg(long)]
     rate: Option<f64>,
     /// The sandbox payment provider's latency per call, in the engines the
@@ -269,13 +270,15 @@ async fn measure(
         let run = run.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: finishing the flows in flight, then checking invariants");
+                eprintln!("interrupted: finishing the flows in flight, then checking invariants (Ctrl-C again to quit now)");
                 run.stop();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
             }
         })
     };
     let outcome = run.drive().await;
-    stopper.abort();
     let elapsed = clock.elapsed();
     done.store(true, Ordering::SeqCst);
     let _ = progress.await;
@@ -295,6 +298,7 @@ async fn measure(
         unsettled = invariants::running_sagas(&db).await?;
     }
     let audit = invariants::check(&db, &outcome.acknowledged).await?;
+    stopper.abort();
     Ok(RunReport {
         engine: engine.to_owned(),
         measured,

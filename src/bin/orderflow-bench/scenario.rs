@@ -424,7 +424,12 @@ impl Run {
             .await;
         self.acknowledge(&answer);
         if answer.ok() {
-            if answer.body["status"] == "paid" || answer.body["status"] == "authorized" {
+            // 201 paid (or authorized), or 202: accepted, its saga still
+            // running past `checkout.sync_wait_ms`.
+            if matches!(
+                answer.body["status"].as_str(),
+                Some("paid" | "authorized" | "pending")
+            ) {
                 self.api.recorder().checkout_succeeded();
                 if let Some(id) = answer.order_id() {
                     me.paid.push(id);
