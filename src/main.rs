@@ -15,8 +15,8 @@ async fn main() -> ExitCode {
 /// Password hashing takes a 19 MiB block per hash, on whichever blocking
 /// thread runs it. glibc raises its mmap threshold after the first such
 /// block is freed, so later ones come from per-thread arenas and stay there:
-/// 64 registrations left the engine at 880 MiB RSS. A fixed threshold of
-/// 1 MiB keeps every large block mmapped and returned on free (30 MiB
+/// 64 registrations left the engine at 862 MiB RSS. A fixed threshold of
+/// 1 MiB keeps every large block mmapped and returned on free (29 MiB
 /// after the same registrations; docs/benchmarks.md).
 fn return_large_blocks_to_the_os() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
