@@ -427,23 +427,11 @@ fn the_bench_runs_each_scenario_on_postgres() {
     run_scenarios(Some(postgres_admin_url()));
 }
 
-/// The bench against an engine it did not start: the invariant check reads
-/// the engine's database; a bad flag is a clear error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bench_drives_a_running_engine() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+/// Runs the bench against `app` with `args`; returns its report.
+fn bench_against(app: &TestApp, args: &[&str]) -> Value {
     let out = tempfile::tempdir().unwrap();
     let output = bench(out.path())
-        .args([
-            "--scenario",
-            "catalog",
-            "--skus",
-            "10",
-            "--checkouts",
-            "5",
-            "--customers",
-            "2",
-        ])
+        .args(args)
         .args([
             "--target",
             &app.address,
@@ -460,11 +448,31 @@ async fn the_bench_drives_a_running_engine() {
         .unwrap();
     assert!(
         output.status.success(),
-        "{}\n{}",
+        "{args:?}: {}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let report = report_of(out.path());
+    report_of(out.path())
+}
+
+/// The bench against an engine it did not start: the invariant check reads
+/// the engine's database; a bad flag is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_drives_a_running_engine() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let report = bench_against(
+        &app,
+        &[
+            "--scenario",
+            "catalog",
+            "--skus",
+            "10",
+            "--checkouts",
+            "5",
+            "--customers",
+            "2",
+        ],
+    );
     assert_eq!(report["backend"], "external");
     let run = &report["runs"][0];
     assert_eq!(run["outcome"]["checkout_attempts"], 5);
@@ -477,9 +485,9 @@ async fn the_bench_drives_a_running_engine() {
     assert!(run["invariants"]["orders"].as_u64().unwrap() >= 1);
     let made = run["invariants"]["orders"].clone();
 
-    let carts_out = tempfile::tempdir().unwrap();
-    let carts = bench(carts_out.path())
-        .args([
+    let report = bench_against(
+        &app,
+        &[
             "--scenario",
             "carts",
             "--skus",
@@ -488,27 +496,8 @@ async fn the_bench_drives_a_running_engine() {
             "6",
             "--customers",
             "2",
-        ])
-        .args([
-            "--target",
-            &app.address,
-            "--database-url",
-            app.database_url(),
-        ])
-        .args([
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        carts.status.success(),
-        "{}",
-        String::from_utf8_lossy(&carts.stderr)
+        ],
     );
-    let report = report_of(carts_out.path());
     let run = &report["runs"][0];
     let refused = run["measured"]["operations"]["create_cart"]["errors"]
         .as_u64()
@@ -523,6 +512,7 @@ async fn the_bench_drives_a_running_engine() {
         "abandoned carts make no orders"
     );
 
+    let out = tempfile::tempdir().unwrap();
     let refused = bench(out.path())
         .args(["--scenario", "mixed", "--mix", "browse=1,steal=1"])
         .output()

@@ -201,116 +201,106 @@ impl Report {
         let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(360);
-        let seconds = self
-            .runs
-            .iter()
-            .map(|r| r.measured.timeline.len())
-            .max()
-            .unwrap_or(1)
-            .max(2) as f64;
         let colors = [BLUE, RED, GREEN, MAGENTA];
-
-        let peak = self
-            .runs
-            .iter()
-            .flat_map(|r| {
-                r.measured
-                    .timeline
+        let mut throughput = Vec::new();
+        let mut latency = Vec::new();
+        for (i, run) in self.runs.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            let points = &run.measured.timeline;
+            let at = |p: &crate::stats::TimelinePoint| p.second as f64;
+            throughput.push(Series {
+                label: format!("{} checkouts/s", run.engine),
+                color,
+                strong: true,
+                points: points.iter().map(|p| (at(p), p.checkouts as f64)).collect(),
+            });
+            throughput.push(Series {
+                label: format!("{} requests/s", run.engine),
+                color,
+                strong: false,
+                points: points.iter().map(|p| (at(p), p.requests as f64)).collect(),
+            });
+            latency.push(Series {
+                label: format!("{} p99", run.engine),
+                color,
+                strong: true,
+                points: points
                     .iter()
-                    .map(|p| p.requests.max(p.checkouts))
-            })
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let mut chart = ChartBuilder::on(&top)
-            .caption(
-                format!(
-                    "{} on {}: throughput per second",
-                    self.scenario, self.backend
-                ),
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..seconds, 0f64..peak * 1.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc("per second")
-            .draw()?;
-        for (i, run) in self.runs.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let points = &run.measured.timeline;
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.second as f64, p.checkouts as f64)),
-                    color.stroke_width(2),
-                ))?
-                .label(format!("{} checkouts/s", run.engine))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().map(|p| (p.second as f64, p.requests as f64)),
-                    color.mix(0.4).stroke_width(1),
-                ))?
-                .label(format!("{} requests/s", run.engine))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.mix(0.4)));
+                    .filter_map(|p| Some((at(p), p.checkout_p99_ms?)))
+                    .collect(),
+            });
+            latency.push(Series {
+                label: format!("{} p50", run.engine),
+                color,
+                strong: false,
+                points: points
+                    .iter()
+                    .filter_map(|p| Some((at(p), p.checkout_p50_ms?)))
+                    .collect(),
+            });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
-
-        let slowest = self
-            .runs
-            .iter()
-            .flat_map(|r| r.measured.timeline.iter().filter_map(|p| p.checkout_p99_ms))
-            .fold(1.0f64, f64::max);
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("checkout latency per second (ms)", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..seconds, 0f64..slowest * 1.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .y_desc("ms")
-            .draw()?;
-        for (i, run) in self.runs.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            let points = &run.measured.timeline;
-            chart
-                .draw_series(LineSeries::new(
-                    points
-                        .iter()
-                        .filter_map(|p| Some((p.second as f64, p.checkout_p99_ms?))),
-                    color.stroke_width(2),
-                ))?
-                .label(format!("{} p99", run.engine))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(LineSeries::new(
-                    points
-                        .iter()
-                        .filter_map(|p| Some((p.second as f64, p.checkout_p50_ms?))),
-                    color.mix(0.4).stroke_width(1),
-                ))?
-                .label(format!("{} p50", run.engine))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.mix(0.4)));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        panel(
+            &top,
+            &format!(
+                "{} on {}: throughput per second",
+                self.scenario, self.backend
+            ),
+            "per second",
+            &throughput,
+        )?;
+        panel(&bottom, "checkout latency per second (ms)", "ms", &latency)?;
         root.present()?;
         Ok(())
     }
+}
+
+/// One line of a chart: a run's strong (main) or light (secondary) line.
+struct Series {
+    label: String,
+    color: RGBColor,
+    strong: bool,
+    points: Vec<(f64, f64)>,
+}
+
+/// One chart panel: `series` over the seconds of the run, with a legend.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    series: &[Series],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let points = || series.iter().flat_map(|s| s.points.iter());
+    let seconds = points().map(|p| p.0 + 1.0).fold(2.0, f64::max);
+    let top = points().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..seconds, 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc(y_desc)
+        .draw()?;
+    for s in series {
+        let style = if s.strong {
+            s.color.stroke_width(2)
+        } else {
+            s.color.mix(0.4).stroke_width(1)
+        };
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), style))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
