@@ -86,7 +86,17 @@ impl Orders {
         let outcome = match result {
             Ok(new) => match tx.commit().await {
                 Ok(()) => Ok(new),
-                Err(e) => Err(OrdersError::from(e)),
+                // A COMMIT whose answer was lost may still have happened:
+                // only an order that is not there gets its money back.
+                Err(e) => match self.recorded(&new.order.id).await {
+                    Some(true) => Ok(new),
+                    Some(false) => Err(OrdersError::from(e)),
+                    None => {
+                        charged.rows.clear();
+                        tracing::error!(order.id = %new.order.id, error = %e, "baseline checkout: COMMIT failed and whether it happened is unknown; the payment is left as it is");
+                        Err(OrdersError::from(e))
+                    }
+                },
             },
             Err(e) => {
                 tx.rollback().await;
@@ -216,6 +226,16 @@ impl Orders {
             )),
             Err(WriteError::Query(e)) => Err(e.into()),
         }
+    }
+
+    /// Whether `order_id` is in the database; `None` if that cannot be
+    /// told now.
+    async fn recorded(&self, order_id: &str) -> Option<bool> {
+        let mut conn = self.inner.db.conn().await.ok()?;
+        crate::db::orders::find(&mut conn, order_id)
+            .await
+            .ok()
+            .map(|found| found.is_some())
     }
 
     /// Gives back money moved by a checkout whose transaction failed: the

@@ -187,7 +187,7 @@ impl Report {
             "{}-{}-{}",
             self.scenario,
             self.backend,
-            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
         );
         let json = dir.join(format!("{stem}.json"));
         std::fs::write(&json, serde_json::to_vec_pretty(self)?)?;

@@ -446,8 +446,18 @@ impl Run {
     fn pick_skus(&self, rng: &mut SmallRng, n: usize) -> Vec<&str> {
         let n = n.min(self.shop.skus.len());
         let mut picked = HashSet::with_capacity(n);
-        while picked.len() < n {
+        for _ in 0..n * 64 {
+            if picked.len() == n {
+                break;
+            }
             picked.insert(self.shop.zipf.sample(rng.random::<f64>()));
+        }
+        // A steep --zipf may keep drawing the same few ranks: take the
+        // next ranks in order for the rest.
+        let mut rank = 0;
+        while picked.len() < n {
+            picked.insert(rank);
+            rank += 1;
         }
         picked
             .into_iter()
