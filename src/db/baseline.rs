@@ -21,8 +21,8 @@ use super::inventory::NewMovementRow;
 use super::orders::{OrderEventRow, OrderItemRow, OrderRow, PaymentRow, SagaRow};
 use super::outbox::NewOutboxRow;
 use super::schema::{
-    cart_items, carts, inventory, inventory_movements, order_events, order_items, orders, outbox,
-    payments, products, sagas,
+    carts, inventory, inventory_movements, order_events, order_items, orders, outbox, payments,
+    products, sagas,
 };
 use super::DbConn;
 use crate::{bind_idempotency_key, with_conn};
@@ -133,15 +133,8 @@ impl Tx {
         let Some(cart) = cart else {
             return Ok(None);
         };
-        with_conn!(self.conn(), |c| {
-            let items = cart_items::table
-                .filter(cart_items::cart_id.eq(cart_id))
-                .order(cart_items::sku.asc())
-                .select(CartItemRow::as_select())
-                .load(c)
-                .await?;
-            Ok(Some((cart, items)))
-        })
+        let items = super::carts::items(self.conn(), cart_id).await?;
+        Ok(Some((cart, items)))
     }
 
     /// Binds the request's idempotency key to the order about to be made;

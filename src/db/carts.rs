@@ -44,23 +44,29 @@ pub async fn create(conn: &mut DbConn, cart: &CartRow) -> QueryResult<()> {
 }
 
 pub async fn load(conn: &mut DbConn, id: &str) -> QueryResult<Option<(CartRow, Vec<CartItemRow>)>> {
-    with_conn!(conn, |c| {
-        let Some(cart) = carts::table
+    let cart = with_conn!(&mut *conn, |c| {
+        carts::table
             .find(id)
             .select(CartRow::as_select())
             .first(c)
             .await
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let items = cart_items::table
-            .filter(cart_items::cart_id.eq(id))
+            .optional()
+    })?;
+    match cart {
+        Some(cart) => Ok(Some((cart, items(conn, id).await?))),
+        None => Ok(None),
+    }
+}
+
+/// The cart's lines, by SKU.
+pub async fn items(conn: &mut DbConn, cart_id: &str) -> QueryResult<Vec<CartItemRow>> {
+    with_conn!(conn, |c| {
+        cart_items::table
+            .filter(cart_items::cart_id.eq(cart_id))
             .order(cart_items::sku.asc())
             .select(CartItemRow::as_select())
             .load(c)
-            .await?;
-        Ok(Some((cart, items)))
+            .await
     })
 }
 

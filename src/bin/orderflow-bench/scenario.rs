@@ -362,17 +362,7 @@ impl Run {
             return true;
         };
         for sku in self.pick_skus(rng, lines) {
-            let added = self
-                .api
-                .call(
-                    "add_item",
-                    Method::POST,
-                    &format!("/carts/{cart}/items"),
-                    Some(&me.token),
-                    Some(json!({"sku": sku, "quantity": 1})),
-                )
-                .await;
-            if !added.ok() {
+            if !self.add_line(me, &cart, sku).await {
                 return true;
             }
         }
@@ -388,17 +378,23 @@ impl Run {
         }
         if let Some(cart) = self.new_cart(me).await {
             let sku = self.pick_skus(rng, 1)[0].to_owned();
-            self.api
-                .call(
-                    "add_item",
-                    Method::POST,
-                    &format!("/carts/{cart}/items"),
-                    Some(&me.token),
-                    Some(json!({"sku": sku, "quantity": 1})),
-                )
-                .await;
+            self.add_line(me, &cart, &sku).await;
         }
         true
+    }
+
+    /// Adds one unit of `sku` to `cart`; false if refused.
+    async fn add_line(&self, me: &Customer, cart: &str, sku: &str) -> bool {
+        self.api
+            .call(
+                "add_item",
+                Method::POST,
+                &format!("/carts/{cart}/items"),
+                Some(&me.token),
+                Some(json!({"sku": sku, "quantity": 1})),
+            )
+            .await
+            .ok()
     }
 
     async fn new_cart(&self, me: &Customer) -> Option<String> {
