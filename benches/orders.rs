@@ -15,7 +15,7 @@
 //!   engine's extractor, `http::extract::parse_json` (syntax pass, NUL check,
 //!   typed parse with field paths).
 //! - `order_json/decode_checkout_body`: the body of
-//!   `POST /api/v1/carts/{id}/checkout` (`Checkout`).
+//!   `POST /api/v1/carts/{id}/checkout` (`CheckoutBody`).
 //! - `order_json/decode_payment_body`: its payment part alone (`PaymentBody`).
 //!
 //! JSON benchmarks report throughput in bytes. SKU batch planning is
@@ -29,9 +29,10 @@ use chrono::{NaiveDate, NaiveDateTime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use orderflow::db::orders::{OrderItemRow, OrderRow};
 use orderflow::domain::order::{next_step, CaptureMode, OrderProgress, Outcome, SagaState, Step};
-use orderflow::http::carts::Checkout;
+use orderflow::http::carts::CheckoutBody;
 use orderflow::http::extract::parse_json;
-use orderflow::http::orders::{PaymentBody, PlaceBody};
+use orderflow::http::orders::PlaceBody;
+use orderflow::http::placing::PaymentBody;
 use orderflow::orders::OrderView;
 
 const ORDER_TOTAL: i64 = 12_990;
@@ -168,7 +169,7 @@ fn order_json(c: &mut Criterion) {
     let checkout = br#"{"payment":{"provider":"sandbox","token":"tok_ok"}}"#;
     group.throughput(Throughput::Bytes(checkout.len() as u64));
     group.bench_function("decode_checkout_body", |b| {
-        b.iter(|| serde_json::from_slice::<Checkout>(black_box(checkout)).expect("decode"))
+        b.iter(|| serde_json::from_slice::<CheckoutBody>(black_box(checkout)).expect("decode"))
     });
     let payment = br#"{"provider":"sandbox","token":"tok_ok"}"#;
     group.throughput(Throughput::Bytes(payment.len() as u64));

@@ -5,9 +5,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::accounts::{AccountError, Accounts};
 use crate::auth::token::TokenService;
-use crate::config::{CheckoutEngine, Settings};
+use crate::config::Settings;
 use crate::db::Database;
 use crate::domain::user::{NewUser, Role};
+use crate::orders::CheckoutEngines;
 use crate::startup::Application;
 use crate::telemetry;
 
@@ -35,10 +36,9 @@ enum Command {
 
 #[derive(Debug, Default, Args)]
 struct ServeArgs {
-    /// How checkouts run: `orderflow` (the saga) or `baseline` (one
-    /// database transaction with the stock rows locked, for the load
-    /// benches' comparison). Default: `checkout.engine` from the settings.
-    #[arg(long, value_parser = ["orderflow", "baseline"])]
+    /// How checkouts run: `orderflow` (the saga), or another engine this
+    /// binary was built with. Default: `checkout.engine` from the settings.
+    #[arg(long)]
     engine: Option<String>,
 }
 
@@ -62,29 +62,35 @@ struct CreateUser {
 }
 
 pub async fn run() -> anyhow::Result<()> {
+    run_with(&CheckoutEngines::new()).await
+}
+
+/// The command line of a binary that offers more checkout engines than the
+/// saga (the load benches' `orderflow-bench-engine`).
+pub async fn run_with(checkout_engines: &CheckoutEngines) -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = Settings::load()?;
     telemetry::init_tracing(&settings.telemetry);
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => {
             if let Some(engine) = &args.engine {
-                settings.checkout.engine = CheckoutEngine::parse(engine)?;
+                settings.checkout.engine.clone_from(engine);
                 settings.check_engine()?;
             }
-            serve(settings).await
+            serve(settings, checkout_engines).await
         }
         Command::Migrate => migrate(settings).await,
         Command::User(UserCommand::Create(args)) => create_user(settings, args).await,
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, checkout_engines: &CheckoutEngines) -> anyhow::Result<()> {
     tracing::info!(
         environment = %settings.environment,
-        checkout.engine = settings.checkout.engine.as_str(),
+        checkout.engine = %settings.checkout.engine,
         "starting orderflow"
     );
-    let app = Application::build(settings).await?;
+    let app = Application::build_with(settings, checkout_engines).await?;
     // Plain stdout, not a log line: scripts and tests read the bound port here.
     println!("orderflow listening on {}", app.address());
     app.run_until_signalled().await?;

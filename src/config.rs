@@ -259,49 +259,33 @@ pub struct CheckoutSettings {
     /// Currency of a cart created without one.
     pub default_currency: String,
     /// How a cart checkout is carried out: `orderflow` (the saga, with
-    /// stock reserved through the SKU actors) or `baseline` (one database
-    /// transaction with the stock rows locked; for the load benches'
-    /// comparison, see docs/benchmarks.md).
-    pub engine: CheckoutEngine,
+    /// stock reserved through the SKU actors), or the name of a checkout
+    /// engine registered at start-up by an embedding (the load benches'
+    /// `orderflow-bench-engine` registers `baseline`; docs/benchmarks.md).
+    pub engine: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckoutEngine {
-    Orderflow,
-    Baseline,
-}
+/// The engine's own checkout: the saga, with stock held by the SKU actors.
+pub const ORDERFLOW_CHECKOUT: &str = "orderflow";
 
 impl Settings {
-    /// The baseline checkout holds stock locks (on SQLite the whole
-    /// database) across payment calls: a benchmark device, never production.
+    /// Any other checkout engine is a benchmark device, never production.
     pub fn check_engine(&self) -> anyhow::Result<()> {
-        if self.environment == Environment::Production
-            && self.checkout.engine == CheckoutEngine::Baseline
+        let engine = &self.checkout.engine;
+        if engine.is_empty()
+            || !engine
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
+            bail!("checkout.engine must be a name like `orderflow`; got `{engine}`");
+        }
+        if self.environment == Environment::Production && engine != ORDERFLOW_CHECKOUT {
             bail!(
-                "refusing to start in production with checkout.engine = \"baseline\": \
-                 it exists for the load benches' comparison only"
+                "refusing to start in production with checkout.engine = \"{engine}\": \
+                 only `orderflow` serves production; other engines exist for the load benches"
             );
         }
         Ok(())
-    }
-}
-
-impl CheckoutEngine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckoutEngine::Orderflow => "orderflow",
-            CheckoutEngine::Baseline => "baseline",
-        }
-    }
-
-    pub fn parse(value: &str) -> anyhow::Result<Self> {
-        match value {
-            "orderflow" => Ok(CheckoutEngine::Orderflow),
-            "baseline" => Ok(CheckoutEngine::Baseline),
-            other => bail!("the engine must be orderflow or baseline; got `{other}`"),
-        }
     }
 }
 
@@ -862,10 +846,10 @@ mod tests {
             &[("ORDERFLOW__CHECKOUT__ENGINE", "baseline")],
         )
         .unwrap();
-        assert_eq!(dev.checkout.engine, CheckoutEngine::Baseline);
+        assert_eq!(dev.checkout.engine, "baseline");
         assert!(load(
             Environment::Development,
-            &[("ORDERFLOW__CHECKOUT__ENGINE", "actors")]
+            &[("ORDERFLOW__CHECKOUT__ENGINE", "Not An Engine")]
         )
         .is_err());
     }

@@ -1,14 +1,26 @@
 //! orderflow: an actor-based order-processing engine.
 //!
-//! Module map: `config` (typed settings), `domain` (pure types and rules),
-//! `db` (one query layer over PostgreSQL and SQLite), `auth` (passwords,
-//! tokens, accounts), `idempotency`, `rate_limit`, `redis_conn`, `health`, `telemetry`,
-//! `http` (the REST shell) and `startup` (wiring). See docs/architecture.md.
+//! Module map (docs/architecture.md draws it; ADR 0003 has the rules):
+//! - the HTTP shell: `http` (routes, extractors, one `ApiError`, one thin
+//!   module per resource), wired by `startup` and started by `cli`;
+//! - services by business area: `orders` (carts, checkout, the order actor
+//!   and its saga, refunds, views), `catalog` and `cache` (products and their
+//!   read cache), `payments` (the provider trait, sandbox, PayPal), `events`
+//!   (outbox relay, bus, webhooks, notifications, analytics), `auth`
+//!   (accounts, passwords, tokens), `idempotency` (keys and stored answers),
+//!   `rate_limit`, `health`;
+//! - plumbing: `actors` (the actor runtime, and for now the inventory SKU
+//!   actor and its `Inventory` handle), `db` (one query layer over PostgreSQL
+//!   and SQLite), `domain` (pure types and state machines), `config`
+//!   (typed settings), `redis_conn`, `outbound` (rules for the engine's outbound
+//!   HTTP), `telemetry` (logs and metrics).
+//!
+//! The load benches (generator, baseline checkout, invariant audit) are the
+//! workspace's `orderflow-bench` crate, outside the engine.
 
 pub mod actors;
 pub mod auth;
 pub mod cache;
-pub mod carts;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -18,7 +30,6 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod idempotency;
-pub mod invariants;
 pub mod orders;
 pub mod outbound;
 pub mod payments;

@@ -18,7 +18,6 @@ use crate::actors::Inventory;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
 use crate::cache::ProductCache;
-use crate::carts::Carts;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::db::Database;
@@ -31,11 +30,10 @@ use crate::http::client_ip::TrustedProxies;
 use crate::http::errors::envelope_fallback;
 use crate::http::extract::BodyLimit;
 use crate::http::integrations::StoqSecret;
-use crate::http::orders::CheckoutWait;
 use crate::http::request_telemetry::RequestTelemetry;
 use crate::http::write_limits::WriteLimits;
 use crate::idempotency::Idempotency;
-use crate::orders::Orders;
+use crate::orders::{choose_engine, Carts, Checkout, CheckoutEngines, Orders};
 use crate::payments::Payments;
 use crate::redis_conn::RedisConn;
 use crate::telemetry;
@@ -52,6 +50,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with(settings, &CheckoutEngines::new()).await
+    }
+
+    /// Builds the engine with more checkout engines than the saga to choose
+    /// from by `checkout.engine` (the load benches' baseline).
+    pub async fn build_with(
+        settings: Settings,
+        checkout_engines: &CheckoutEngines,
+    ) -> anyhow::Result<Application> {
+        let checkout_engine = choose_engine(&settings.checkout.engine, checkout_engines)?;
         let metrics = telemetry::metrics_handle().clone();
         let db = Database::connect(&settings.database)?;
         let applied = db.migrate().await?;
@@ -122,8 +130,12 @@ impl Application {
             &format!("orderflow-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
         )?;
         let analytics = Analytics::start(db.clone(), &settings.analytics);
-        let checkout_wait = CheckoutWait(Duration::from_millis(settings.checkout.sync_wait_ms));
-        let checkout_engine = settings.checkout.engine;
+        let checkout = Checkout::new(
+            orders.clone(),
+            carts.clone(),
+            Duration::from_millis(settings.checkout.sync_wait_ms),
+            checkout_engine,
+        );
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;
@@ -147,6 +159,7 @@ impl Application {
         let catalog = web::Data::new(catalog);
         let orders = web::Data::new(orders);
         let carts = web::Data::new(carts);
+        let checkout = web::Data::new(checkout);
         let database = web::Data::new(db);
         let stoq = web::Data::new(StoqSecret(settings.integrations.stoq.secret.clone()));
         let events_data = web::Data::new(events.clone());
@@ -169,8 +182,7 @@ impl Application {
                 .app_data(carts.clone())
                 .app_data(idempotency.clone())
                 .app_data(web::Data::new(proxies.clone()))
-                .app_data(web::Data::new(checkout_wait))
-                .app_data(web::Data::new(checkout_engine))
+                .app_data(checkout.clone())
                 .app_data(database.clone())
                 .app_data(stoq.clone())
                 .app_data(events_data.clone())
@@ -290,5 +302,20 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
         }
+    }
+}
+
+/// Password hashing takes a 19 MiB block per hash, on whichever blocking
+/// thread runs it. glibc raises its mmap threshold after the first such
+/// block is freed, so later ones come from per-thread arenas and stay there:
+/// 64 registrations left the engine at 862 MiB RSS. A fixed threshold of
+/// 1 MiB keeps every large block mmapped and returned on free (29 MiB
+/// after the same registrations; docs/benchmarks.md).
+pub fn return_large_blocks_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; binaries call this
+    // first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }

@@ -9,7 +9,6 @@
 //! Error policy: queries return `diesel::QueryResult`; [`DbError`] adds "could
 //! not get a connection", which the HTTP layer answers with 503.
 
-pub mod baseline;
 pub mod carts;
 pub mod dispatch;
 pub mod events;

@@ -4,22 +4,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
-use super::extract::{Json, OptionalJson};
+use super::extract::{path_sku, path_uuid, Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::AuthUser;
 use super::openapi::{CheckoutAccepted, ErrorEnvelope};
-use super::orders::{
-    parse_payment, placement, respond_with_order, respond_with_saga, CheckoutWait, PaymentBody,
-    Placement,
-};
-use super::products::path_sku;
-use crate::carts::{CartView, Carts, LineChange};
-use crate::config::CheckoutEngine;
+use super::placing::{checkout_answer, parse_payment, wait_of, PaymentBody};
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::parse_quantity;
 use crate::domain::product::Currency;
 use crate::orders::views::OrderView;
-use crate::orders::Orders;
+use crate::orders::{CartView, Carts, Checkout, LineChange};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,15 +43,14 @@ pub struct SetQuantity {
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Checkout {
+#[schema(as = Checkout)]
+pub struct CheckoutBody {
     payment: PaymentBody,
 }
 
 /// A cart id that is not a UUID names nothing: 404.
 fn cart_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| ApiError::NotFound)
+    path_uuid(raw)
 }
 
 #[utoipa::path(
@@ -212,7 +205,7 @@ pub async fn remove_item(
         ("id" = uuid::Uuid, Path, description = "The cart's id"),
         ("Prefer" = Option<String>, Header, description = "`respond-async`: answer 202 at once instead of waiting for the saga"),
     ),
-    request_body = Checkout,
+    request_body = CheckoutBody,
     responses(
         (status = 201, description = "The saga finished: the order, `paid` (or `authorized` where capture is manual)", body = OrderView,
             headers(("Location" = String, description = "`/api/v1/orders/{id}`"))),
@@ -224,46 +217,20 @@ pub async fn remove_item(
         (status = 422, description = "`empty_cart`: the cart has no lines; `validation_failed`, also for a payment provider other than the engine's or a bad payment token", body = ErrorEnvelope),
     )
 )]
-// Each argument is an extractor; bundling them would only hide what the handler reads.
-#[allow(clippy::too_many_arguments)]
 pub async fn checkout(
     req: HttpRequest,
     user: AuthUser,
-    carts: web::Data<Carts>,
-    orders: web::Data<Orders>,
-    wait: web::Data<CheckoutWait>,
-    engine: web::Data<CheckoutEngine>,
+    checkout: web::Data<Checkout>,
     path: web::Path<String>,
     key: IdempotencyKey,
-    Json(body): Json<Checkout>,
+    Json(body): Json<CheckoutBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = cart_id(&path)?;
-    let payment = parse_payment(&body.payment, &orders)?;
-    let user_id = user.id;
-    let request = req.clone();
-    let engine = **engine;
+    let payment = parse_payment(&body.payment, checkout.payments())?;
+    let (user_id, wait) = (user.id, wait_of(&req));
     once(&req, &user, key, &body, move |claim| async move {
-        let order_id = match (placement(claim), engine) {
-            (Placement::Placed(order_id), _) => order_id,
-            (Placement::ToPlace(idempotency), CheckoutEngine::Orderflow) => {
-                carts.checkout(user_id, &id, payment, idempotency).await?
-            }
-            (Placement::ToPlace(idempotency), CheckoutEngine::Baseline) => {
-                // Spawned: the transaction runs to its end (commit or
-                // rollback) even if the client goes away.
-                let (run, cart) = (orders.clone(), id.clone());
-                let placed = tokio::spawn(async move {
-                    run.checkout_in_one_transaction(user_id, &cart, payment, idempotency)
-                        .await
-                })
-                .await
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("baseline checkout task: {e}")))?;
-                // The cart's actor still holds the cart as it was.
-                carts.forget(&id).await;
-                return respond_with_order(&orders, &placed?).await;
-            }
-        };
-        respond_with_saga(&request, &orders, &order_id, wait.0).await
+        let outcome = checkout.cart(user_id, &id, payment, claim, wait).await?;
+        checkout_answer(outcome)
     })
     .await
 }

@@ -182,6 +182,18 @@ pub fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_err, _req| ApiError::NotFound.into())
 }
 
+/// A sku in a path that is not a valid sku names nothing: 404.
+pub fn path_sku(raw: &str) -> Result<crate::domain::inventory::Sku, ApiError> {
+    crate::domain::inventory::Sku::parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// An id in a path that is not a UUID names nothing: 404.
+pub fn path_uuid(raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| ApiError::NotFound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
+use super::extract::path_sku;
 use super::extract::Json;
 use super::identity::AdminUser;
 use super::openapi::ErrorEnvelope;
-use super::products::path_sku;
 use crate::actors::sku_batch::{self, LoadError};
 use crate::actors::{Inventory, SkuSnapshot};
 use crate::db::Database;

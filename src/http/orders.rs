@@ -2,20 +2,17 @@
 //! and the commands of their life cycle (capture, cancel, ship, deliver,
 //! refunds).
 
-use std::time::Duration;
-
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::errors::{payment_declined, ApiError};
+use super::errors::ApiError;
 use super::extract::{Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::{AdminUser, AuthUser};
 use super::openapi::{CheckoutAccepted, ErrorEnvelope};
+use super::order_access::{order_id, visible};
 use super::pagination::{Page, PageQuery};
-use crate::db::idempotency::Binding;
+use super::placing::{checkout_answer, parse_payment, wait_of, PaymentBody};
 use crate::db::orders::OrderFilter;
 use crate::domain::inventory::Sku;
 use crate::domain::order::{parse_quantity, OrderStatus};
@@ -23,27 +20,9 @@ use crate::domain::product::MAX_AMOUNT;
 use crate::domain::FieldError;
 use crate::idempotency::{Claim, Resource};
 use crate::orders::views::{OrderEventView, OrderView, RefundView};
-use crate::orders::{Actor, Command, CommandResult, LineInput, Orders, PaymentInput, PlaceOrder};
+use crate::orders::{Actor, Checkout, Command, CommandResult, Orders};
 
-/// `checkout.sync_wait_ms`: how long checkout waits for its saga.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckoutWait(pub Duration);
-
-const TOKEN_MAX_CHARS: usize = 200;
 const TEXT_MAX_CHARS: usize = 200;
-
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = Payment)]
-pub struct PaymentBody {
-    /// Must be the provider this engine is configured with, if given.
-    #[schema(example = "sandbox")]
-    provider: Option<String>,
-    /// The provider's payment token (sandbox: `tok_ok`, `tok_declined`, ...);
-    /// 1..=200 characters after trimming, no control characters.
-    #[schema(min_length = 1, max_length = 200, example = "tok_ok")]
-    token: String,
-}
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -108,97 +87,6 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
-/// The payment part of a checkout: the configured provider (or none named)
-/// and a token.
-pub fn parse_payment(body: &PaymentBody, orders: &Orders) -> Result<PaymentInput, ApiError> {
-    let configured = orders.payments().provider.name();
-    if let Some(provider) = &body.provider {
-        if provider != configured {
-            return Err(ApiError::field(
-                "payment.provider",
-                format!("must be \"{configured}\", the provider this engine uses"),
-            ));
-        }
-    }
-    let token = body.token.trim();
-    if token.is_empty()
-        || token.chars().count() > TOKEN_MAX_CHARS
-        || token.chars().any(char::is_control)
-    {
-        return Err(ApiError::field(
-            "payment.token",
-            format!("must be 1-{TOKEN_MAX_CHARS} characters"),
-        ));
-    }
-    Ok(PaymentInput {
-        token: token.to_owned(),
-    })
-}
-
-/// An order id that is not a UUID names nothing: 404.
-pub fn order_id(raw: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| ApiError::NotFound)
-}
-
-/// Runs the new order's saga and answers with its outcome; or 202 when the
-/// client prefers it or the saga takes longer than `wait`. The saga goes on
-/// either way: it is owned by its actor, not by this request.
-pub async fn respond_with_saga(
-    req: &HttpRequest,
-    orders: &Orders,
-    order_id: &str,
-    wait: Duration,
-) -> Result<HttpResponse, ApiError> {
-    let prefer_async = req
-        .headers()
-        .get_all("Prefer")
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
-        });
-    let run = {
-        let (orders, id) = (orders.clone(), order_id.to_owned());
-        tokio::spawn(async move { orders.run_saga(&id, false).await })
-    };
-    if !prefer_async {
-        match tokio::time::timeout(wait, run).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                // The order is recorded; recovery will run its saga.
-                tracing::warn!(order.id = order_id, error = %e, "saga did not run to the end");
-            }
-            Ok(Err(e)) => tracing::error!(order.id = order_id, error = %e, "saga task failed"),
-            Err(_) => {}
-        }
-    }
-    respond_with_order(orders, order_id).await
-}
-
-/// The answer to a checkout or placement whose order is as it now is:
-/// 201 with the order, 202 while it is pending, or the error of a
-/// rejected or declined one.
-pub async fn respond_with_order(orders: &Orders, order_id: &str) -> Result<HttpResponse, ApiError> {
-    let view = orders.view(order_id).await?;
-    let location = format!("/api/v1/orders/{order_id}");
-    match OrderStatus::parse(&view.status) {
-        Some(OrderStatus::Pending) => Ok(HttpResponse::Accepted()
-            .insert_header((header::LOCATION, location))
-            .json(json!({ "order_id": order_id, "status": "pending" }))),
-        Some(OrderStatus::Rejected) => {
-            let mut details = orders.rejection_details(order_id).await?;
-            details["order_id"] = json!(order_id);
-            Err(ApiError::OutOfStock { details })
-        }
-        Some(OrderStatus::PaymentFailed) => Err(payment_declined(json!({ "order_id": order_id }))),
-        _ => Ok(HttpResponse::Created()
-            .insert_header((header::LOCATION, location))
-            .json(view)),
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/orders",
@@ -219,59 +107,18 @@ pub async fn respond_with_order(orders: &Orders, order_id: &str) -> Result<HttpR
 pub async fn place(
     req: HttpRequest,
     user: AuthUser,
-    orders: web::Data<Orders>,
-    wait: web::Data<CheckoutWait>,
+    checkout: web::Data<Checkout>,
     key: IdempotencyKey,
     Json(body): Json<PlaceBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let payment = parse_payment(&body.payment, &orders)?;
+    let payment = parse_payment(&body.payment, checkout.payments())?;
     let lines = parse_lines(&body.items, "items")?;
-    let user_id = user.id;
-    let request = req.clone();
+    let (user_id, wait) = (user.id, wait_of(&req));
     once(&req, &user, key, &body, move |claim| async move {
-        let order_id = match placement(claim) {
-            Placement::Placed(order_id) => order_id,
-            Placement::ToPlace(idempotency) => {
-                let lines = lines
-                    .into_iter()
-                    .map(|(sku, quantity)| LineInput {
-                        sku,
-                        quantity,
-                        priced: None,
-                    })
-                    .collect();
-                orders
-                    .place(PlaceOrder {
-                        user_id,
-                        lines,
-                        payment,
-                        cart: None,
-                        idempotency,
-                    })
-                    .await?
-            }
-        };
-        respond_with_saga(&request, &orders, &order_id, wait.0).await
+        let outcome = checkout.lines(user_id, lines, payment, claim, wait).await?;
+        checkout_answer(outcome)
     })
     .await
-}
-
-/// What a request that places an order must do under its idempotency key.
-pub enum Placement {
-    /// An earlier run with this key placed this order: answer from it.
-    Placed(String),
-    /// Place the order, binding it to the key (if one was sent).
-    ToPlace(Option<Binding>),
-}
-
-pub fn placement(claim: Option<Claim>) -> Placement {
-    match claim {
-        Some(Claim {
-            resource: Some(Resource::Order(id)),
-            ..
-        }) => Placement::Placed(id),
-        other => Placement::ToPlace(other.map(|c| c.binding)),
-    }
 }
 
 fn parse_lines(lines: &[LineBody], field: &'static str) -> Result<Vec<(Sku, i64)>, ApiError> {
@@ -292,16 +139,6 @@ fn parse_lines(lines: &[LineBody], field: &'static str) -> Result<Vec<(Sku, i64)
         Ok(parsed)
     } else {
         Err(ApiError::validation(errors))
-    }
-}
-
-/// The order if `user` may see it: its owner or an admin. Others get 404.
-pub async fn visible(orders: &Orders, user: &AuthUser, id: &str) -> Result<(), ApiError> {
-    let owner = orders.owner_of(id).await?;
-    if user.is_admin() || owner == user.id.to_string() {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
     }
 }
 

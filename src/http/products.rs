@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::errors::ApiError;
-use super::extract::Json;
+use super::extract::{path_sku, Json};
 use super::identity::{AdminUser, AuthUser};
 use super::openapi::ErrorEnvelope;
 use super::pagination::{Page, PageQuery};
@@ -53,11 +53,6 @@ pub struct PatchProduct {
 /// Tells a field that is present (even `null`) from one that is absent.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
-}
-
-/// A sku in a path that is not a valid sku names nothing: 404.
-pub fn path_sku(raw: &str) -> Result<Sku, ApiError> {
-    Sku::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
 #[utoipa::path(

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::errors::ApiError;
 use super::identity::{AdminUser, AuthUser};
 use super::openapi::{ErrorEnvelope, SagaResumed};
-use super::orders::{order_id, visible};
+use super::order_access::{order_id, visible};
 use super::pagination::{Page, PageQuery};
 use crate::orders::views::SagaView;
 use crate::orders::Orders;

@@ -203,7 +203,7 @@ fn generate_secret() -> String {
 }
 
 fn webhook_id(raw: &str) -> Result<String, ApiError> {
-    super::orders::order_id(raw)
+    super::extract::path_uuid(raw)
 }
 
 #[utoipa::path(

@@ -2,18 +2,20 @@
 //! its lease, the audit trail's first entry and `order.created`, in one
 //! transaction (and, for a checkout, with the cart marked checked out).
 
-use chrono::Utc;
+use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{audit_row, event_payload, Actor, Orders, OrdersError};
 use crate::db::idempotency::Binding;
 use crate::db::orders::{
-    self as orders_db, CreateError, NewOrder, OrderItemRow, OrderRow, SagaRow,
+    self as orders_db, CreateError, NewOrder, OrderEventRow, OrderItemRow, OrderRow, SagaRow,
 };
 use crate::db::outbox::NewOutboxRow;
 use crate::domain::inventory::Sku;
-use crate::domain::order::{order_total, OrderStatus, MAX_LINES};
+use crate::domain::order::{
+    order_total, OrderStatus, PaymentStatus, SagaState, StockState, MAX_LINES,
+};
 use crate::domain::FieldError;
 
 /// How the customer pays.
@@ -44,7 +46,78 @@ pub struct PlaceOrder {
     pub idempotency: Option<Binding>,
 }
 
+/// What a new order's row is made of; everything else starts empty.
+#[derive(Debug, Clone)]
+pub struct NewOrderRow {
+    pub id: String,
+    pub user: Uuid,
+    pub cart_id: Option<String>,
+    pub currency: String,
+    pub total: i64,
+    pub token: String,
+    pub now: NaiveDateTime,
+}
+
+/// The first audit entry and the `order.created` event of a new order.
+pub fn created_records(
+    row: &OrderRow,
+    items: &[OrderItemRow],
+    actor: &Actor,
+    now: NaiveDateTime,
+) -> (OrderEventRow, NewOutboxRow) {
+    let data = json!({
+        "items": items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
+        "cart_id": row.cart_id,
+    });
+    let mut audit = audit_row(
+        &row.id,
+        "order.created",
+        OrderStatus::Pending,
+        OrderStatus::Pending,
+        actor,
+        data.clone(),
+        now,
+    );
+    audit.from_status = None;
+    let outbox = NewOutboxRow::new(
+        "order.created",
+        &row.id,
+        &event_payload(row, OrderStatus::Pending, data),
+        now,
+    );
+    (audit, outbox)
+}
+
 impl Orders {
+    /// A new order's row: `pending`, paid with this engine's provider under
+    /// its capture mode, nothing paid or held yet.
+    pub fn pending_row(&self, new: NewOrderRow) -> OrderRow {
+        OrderRow {
+            id: new.id,
+            user_id: new.user.to_string(),
+            cart_id: new.cart_id,
+            status: OrderStatus::Pending.as_str().to_owned(),
+            currency: new.currency,
+            total: new.total,
+            payment_provider: self.inner.payments.provider.name().to_owned(),
+            payment_token: new.token,
+            payment_ref: None,
+            capture_mode: self.inner.policy.capture_mode.as_str().to_owned(),
+            payment_status: PaymentStatus::None.as_str().to_owned(),
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            stock_state: StockState::None.as_str().to_owned(),
+            cancel_requested: false,
+            capture_requested: false,
+            carrier: None,
+            tracking_number: None,
+            version: 1,
+            created_at: new.now,
+            updated_at: new.now,
+        }
+    }
+
     /// Validates and records a new order; its saga is then run with
     /// [`Orders::run_saga`]. Returns the order id.
     pub async fn place(&self, order: PlaceOrder) -> Result<String, OrdersError> {
@@ -115,54 +188,21 @@ impl Orders {
         }
         let currency = currency.unwrap_or_else(|| self.inner.policy.default_currency.clone());
         let now = Utc::now().naive_utc();
-        let row = OrderRow {
+        let row = self.pending_row(NewOrderRow {
             id: order_id.clone(),
-            user_id: order.user_id.to_string(),
+            user: order.user_id,
             cart_id: order.cart.as_ref().map(|(id, _)| id.clone()),
-            status: OrderStatus::Pending.as_str().to_owned(),
             currency,
             total,
-            payment_provider: self.inner.payments.provider.name().to_owned(),
-            payment_token: order.payment.token.clone(),
-            payment_ref: None,
-            capture_mode: self.inner.policy.capture_mode.as_str().to_owned(),
-            payment_status: "none".to_owned(),
-            authorized: 0,
-            captured: 0,
-            refunded: 0,
-            stock_state: "none".to_owned(),
-            cancel_requested: false,
-            capture_requested: false,
-            carrier: None,
-            tracking_number: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        let data = json!({
-            "items": items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
-            "cart_id": row.cart_id,
-        });
-        let mut audit = audit_row(
-            &order_id,
-            "order.created",
-            OrderStatus::Pending,
-            OrderStatus::Pending,
-            &Actor::User(order.user_id),
-            data.clone(),
+            token: order.payment.token.clone(),
             now,
-        );
-        audit.from_status = None;
+        });
+        let (audit, outbox) = created_records(&row, &items, &Actor::User(order.user_id), now);
         let new = NewOrder {
-            outbox: NewOutboxRow::new(
-                "order.created",
-                &order_id,
-                &event_payload(&row, OrderStatus::Pending, data),
-                now,
-            ),
+            outbox: vec![outbox],
             saga: SagaRow {
                 order_id: order_id.clone(),
-                state: "running".to_owned(),
+                state: SagaState::Running.as_str().to_owned(),
                 current_step: None,
                 parked: false,
                 lease_owner: Some(self.inner.owner.clone()),
@@ -174,7 +214,9 @@ impl Orders {
             order: row,
             items,
             cart: order.cart.clone(),
-            audit,
+            audit: vec![audit],
+            payments: Vec::new(),
+            taken: Vec::new(),
             idempotency: order.idempotency.clone(),
         };
         let mut conn = self.inner.db.conn().await?;

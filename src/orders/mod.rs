@@ -1,6 +1,7 @@
-//! Orders and the checkout saga.
+//! Orders, carts and the checkout saga.
 //!
-//! [`Orders`] is the engine's handle. Each order has a serial actor (see
+//! [`Checkout`] turns a cart (or a list of lines) into an order; [`Carts`]
+//! holds the carts in their actors; [`Orders`] is the orders' handle. Each order has a serial actor (see
 //! `actors::serial`) that runs its saga and every command on it (cancel,
 //! capture, refund, ship, deliver) one at a time. The saga's decisions are
 //! the pure state machine of `domain::order`; this module executes its steps
@@ -8,7 +9,8 @@
 //! `db::sagas`), and claims sagas through leases so that with several engine
 //! processes each saga runs in one of them (`recovery`).
 
-mod baseline;
+pub mod carts;
+pub mod checkout;
 mod commands;
 mod create;
 mod drive;
@@ -33,7 +35,11 @@ use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
 use crate::domain::FieldError;
 use crate::payments::Payments;
 
-pub use create::{LineInput, PaymentInput, PlaceOrder};
+pub use carts::{CartView, Carts, LineChange};
+pub use checkout::{
+    choose_engine, CartCheckout, Checkout, CheckoutEngine, CheckoutEngines, CheckoutOutcome, Wait,
+};
+pub use create::{created_records, LineInput, NewOrderRow, PaymentInput, PlaceOrder};
 pub use views::{OrderView, RefundView, SagaView};
 
 const KIND_ORDER: &str = "order_saga";
@@ -228,6 +234,24 @@ impl Orders {
         &self.inner.payments
     }
 
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// `payments.capture`.
+    pub fn capture_mode(&self) -> CaptureMode {
+        self.inner.policy.capture_mode
+    }
+
+    /// `payments.timeout_ms`: the bound on one provider call.
+    pub fn payment_timeout(&self) -> Duration {
+        self.inner.policy.payment_timeout
+    }
+
     pub fn default_currency(&self) -> &str {
         &self.inner.policy.default_currency
     }
@@ -319,7 +343,8 @@ pub(crate) struct Loaded {
     pub refunds: Vec<RefundRow>,
 }
 
-fn audit_row(
+/// One entry of an order's audit trail.
+pub fn audit_row(
     order_id: &str,
     event_type: &str,
     from: OrderStatus,
@@ -341,7 +366,7 @@ fn audit_row(
 }
 
 /// The outbox payload of an order event.
-fn event_payload(
+pub fn event_payload(
     row: &orders_db::OrderRow,
     status: OrderStatus,
     data: serde_json::Value,

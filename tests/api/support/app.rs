@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 
 use actix_web::dev::ServerHandle;
 use orderflow::config::{Environment, Settings};
+use orderflow::orders::CheckoutEngines;
 use orderflow::startup::Application;
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
@@ -113,6 +114,16 @@ impl TestApp {
 
     /// Spawns the engine with test settings adjusted by `customize`.
     pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::spawn_with_engines(backend, customize, CheckoutEngines::new()).await
+    }
+
+    /// Spawns the engine with more checkout engines to choose from by
+    /// `checkout.engine` (the load benches' baseline).
+    pub async fn spawn_with_engines(
+        backend: Backend,
+        customize: impl FnOnce(&mut Settings),
+        engines: CheckoutEngines,
+    ) -> TestApp {
         init_test_logging();
         let db = TestDatabase::create(backend).await;
         let redis = match backend {
@@ -130,7 +141,7 @@ impl TestApp {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                match Application::build(settings).await {
+                match Application::build_with(settings, &engines).await {
                     Ok(app) => {
                         let _ = tx.send(Ok((app.address(), app.handle(), app.sandbox())));
                         if let Err(e) = app.run_until_stopped().await {
@@ -171,11 +182,6 @@ impl TestApp {
         let mut settings = test_settings().database;
         settings.url = Some(SecretString::from(self._db.url.clone()));
         orderflow::db::Database::connect(&settings).expect("pool")
-    }
-
-    /// The URL of this app's own database (for tools that connect to it).
-    pub fn database_url(&self) -> &str {
-        &self._db.url
     }
 
     /// The Redis key prefix of this app, when it runs with Redis.

@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::views::ItemView;
+use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
 use crate::actors::serial::SerialPool;
 use crate::actors::Inventory;
 use crate::catalog::Catalog;
@@ -25,8 +27,6 @@ use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::MAX_LINES;
 use crate::domain::product::Currency;
 use crate::domain::FieldError;
-use crate::orders::views::ItemView;
-use crate::orders::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
 
 const KIND_CART: &str = "cart";
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);

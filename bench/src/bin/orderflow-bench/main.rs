@@ -31,7 +31,7 @@ use secrecy::SecretString;
 
 use orderflow::config::DatabaseSettings;
 use orderflow::db::Database;
-use orderflow::invariants;
+use orderflow_bench::invariants;
 
 use crate::api::Api;
 use crate::engine::{Engine, LaunchOptions};
@@ -103,7 +103,10 @@ struct Args {
     /// `ORDERFLOW__SECTION__KEY=value`; repeatable.
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(String, String)>,
-    /// The `orderflow` binary to start; default: the one next to this one.
+    /// The engine binary to start; default: `orderflow-bench-engine` next
+    /// to this one (the engine built from the same sources, which also
+    /// serves `--engine baseline`). An engine's own `orderflow` binary runs
+    /// only `--engine orderflow`.
     #[arg(long)]
     engine_bin: Option<PathBuf>,
     /// Drive this running engine (e.g. http://127.0.0.1:8080) instead of

@@ -31,12 +31,12 @@ use diesel::sql_types::{BigInt, Nullable};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use crate::db::schema::{
+use orderflow::db::schema::{
     inventory, inventory_movements, order_items, orders, payments, reservations, sagas,
 };
-use crate::db::{Database, DbConn, DbError};
-use crate::domain::order::{OrderStatus, StockState};
-use crate::with_conn;
+use orderflow::db::{Database, DbConn, DbError};
+use orderflow::domain::order::{OrderStatus, StockState};
+use orderflow::with_conn;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

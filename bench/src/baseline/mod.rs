@@ -1,6 +1,8 @@
-//! The baseline checkout (`checkout.engine = "baseline"`): what a team would
-//! write without actors, kept so the load benches can measure orderflow
-//! against it on the same database in the same run (docs/benchmarks.md).
+//! The baseline checkout (`orderflow-bench-engine serve --engine baseline`):
+//! what a team would write without actors, kept so the load benches can
+//! measure orderflow against it on the same database in the same run
+//! (docs/benchmarks.md). It plugs into the engine as a
+//! [`CheckoutEngine`]; everything but the cart checkout is the engine's own.
 //!
 //! One database transaction per checkout: lock the cart's stock rows
 //! (`SELECT ... FOR UPDATE`; SQLite: `BEGIN IMMEDIATE`), check availability,
@@ -15,22 +17,49 @@
 //! it gives up is throughput on a contended SKU, since every checkout of it
 //! holds the row lock across its payment calls.
 
+mod tx;
+
 use chrono::{NaiveDateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{audit_row, event_payload, Actor, Orders, OrdersError, PaymentInput};
-use crate::config::CaptureMode;
-use crate::db::baseline::{BaselineOrder, LockedStock, Tx, WriteError};
-use crate::db::carts::{CartItemRow, CartRow};
-use crate::db::idempotency::Binding;
-use crate::db::inventory::NewMovementRow;
-use crate::db::orders::{OrderItemRow, OrderRow, PaymentRow, SagaRow};
-use crate::db::outbox::NewOutboxRow;
-use crate::domain::inventory::MovementKind;
-use crate::domain::order::{order_total, OrderStatus, PaymentStatus, SagaState, StockState};
-use crate::domain::FieldError;
-use crate::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
+use orderflow::config::CaptureMode;
+use orderflow::db::carts::{CartItemRow, CartRow};
+use orderflow::db::inventory::NewMovementRow;
+use orderflow::db::orders::{CreateError, NewOrder, OrderItemRow, OrderRow, PaymentRow, SagaRow};
+use orderflow::db::outbox::NewOutboxRow;
+use orderflow::domain::inventory::MovementKind;
+use orderflow::domain::order::{order_total, OrderStatus, PaymentStatus, SagaState, StockState};
+use orderflow::domain::FieldError;
+use orderflow::orders::{
+    audit_row, created_records, event_payload, Actor, CartCheckout, CheckoutEngine, NewOrderRow,
+    Orders, OrdersError,
+};
+use orderflow::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
+use tx::{LockedStock, Tx};
+
+/// The name it is chosen by (`checkout.engine`, `serve --engine`).
+pub const BASELINE: &str = "baseline";
+
+/// The baseline checkout engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Baseline;
+
+impl CheckoutEngine for Baseline {
+    fn check_out<'a>(
+        &'a self,
+        orders: &'a Orders,
+        checkout: CartCheckout,
+    ) -> BoxFuture<'a, Result<String, OrdersError>> {
+        Box::pin(async move { Run { orders }.checkout_in_one_transaction(checkout).await })
+    }
+}
+
+/// One checkout, with the engine's services it uses.
+struct Run<'a> {
+    orders: &'a Orders,
+}
 
 /// Money moved by this checkout so far: what a failed checkout gives back.
 #[derive(Default)]
@@ -64,25 +93,20 @@ enum Charge {
     },
 }
 
-impl Orders {
+impl Run<'_> {
     /// Checks the cart out in one transaction; returns the order id. The
     /// order is final when this returns: `paid` (`authorized` with manual
     /// capture), `rejected` (out of stock) or `payment_failed`. If the
     /// transaction fails after money moved, the money is given back (void
     /// or refund) before the error is answered.
-    pub async fn checkout_in_one_transaction(
+    async fn checkout_in_one_transaction(
         &self,
-        user: Uuid,
-        cart_id: &str,
-        payment: PaymentInput,
-        idempotency: Option<Binding>,
+        checkout: CartCheckout,
     ) -> Result<String, OrdersError> {
-        let conn = self.inner.db.conn().await?;
+        let conn = self.orders.database().conn().await?;
         let mut tx = Tx::begin(conn).await?;
         let mut charged = Charged::default();
-        let result = self
-            .checkout_in(&mut tx, user, cart_id, payment, idempotency, &mut charged)
-            .await;
+        let result = self.checkout_in(&mut tx, checkout, &mut charged).await;
         let outcome = match result {
             Ok(new) => match tx.commit().await {
                 Ok(()) => Ok(new),
@@ -106,7 +130,7 @@ impl Orders {
         match outcome {
             Ok(new) => {
                 for taken in &new.taken {
-                    self.inner.catalog.invalidate(&taken.sku).await;
+                    self.orders.catalog().invalidate(&taken.sku).await;
                 }
                 metrics::counter!("baseline_checkouts_total", "status" => new.order.status.clone())
                     .increment(1);
@@ -122,13 +146,16 @@ impl Orders {
     async fn checkout_in(
         &self,
         tx: &mut Tx,
-        user: Uuid,
-        cart_id: &str,
-        payment: PaymentInput,
-        idempotency: Option<Binding>,
+        checkout: CartCheckout,
         charged: &mut Charged,
-    ) -> Result<BaselineOrder, OrdersError> {
-        let (cart, lines) = tx.load_cart(cart_id).await?.ok_or(OrdersError::NotFound)?;
+    ) -> Result<NewOrder, OrdersError> {
+        let CartCheckout {
+            user,
+            cart_id,
+            payment,
+            idempotency,
+        } = checkout;
+        let (cart, lines) = tx.load_cart(&cart_id).await?.ok_or(OrdersError::NotFound)?;
         if cart.user_id != user.to_string() {
             return Err(OrdersError::NotFound);
         }
@@ -139,7 +166,7 @@ impl Orders {
             return Err(OrdersError::EmptyCart);
         }
         let now = Utc::now().naive_utc();
-        let mut new = self.new_order(user, &cart, &lines, payment, now)?;
+        let mut new = self.new_order(user, &cart, &lines, payment.token, now)?;
         if let Some(binding) = &idempotency {
             if !tx.bind_key(binding, &new.order.id).await? {
                 return Err(OrdersError::IdempotencyKeyInUse);
@@ -170,7 +197,7 @@ impl Orders {
                     payments,
                     reference,
                 } => {
-                    let (status, payment_status) = match self.inner.policy.capture_mode {
+                    let (status, payment_status) = match self.orders.capture_mode() {
                         CaptureMode::Automatic => (OrderStatus::Paid, PaymentStatus::Captured),
                         CaptureMode::Manual => (OrderStatus::Authorized, PaymentStatus::Authorized),
                     };
@@ -219,20 +246,21 @@ impl Orders {
                 }
             }
         }
-        match tx.write(&new, now).await {
+        match tx.write(&new).await {
             Ok(()) => Ok(new),
-            Err(WriteError::CartChanged) => Err(OrdersError::Conflict(
+            Err(CreateError::CartChanged) => Err(OrdersError::Conflict(
                 "the cart changed while it was checked out; retry".to_owned(),
             )),
-            Err(WriteError::Query(e)) => Err(e.into()),
+            Err(CreateError::KeyLost) => Err(OrdersError::IdempotencyKeyInUse),
+            Err(CreateError::Query(e)) => Err(e.into()),
         }
     }
 
     /// Whether `order_id` is in the database; `None` if that cannot be
     /// told now.
     async fn recorded(&self, order_id: &str) -> Option<bool> {
-        let mut conn = self.inner.db.conn().await.ok()?;
-        crate::db::orders::find(&mut conn, order_id)
+        let mut conn = self.orders.database().conn().await.ok()?;
+        orderflow::db::orders::find(&mut conn, order_id)
             .await
             .ok()
             .map(|found| found.is_some())
@@ -278,36 +306,21 @@ impl Orders {
         user: Uuid,
         cart: &CartRow,
         lines: &[CartItemRow],
-        payment: PaymentInput,
+        token: String,
         now: NaiveDateTime,
-    ) -> Result<BaselineOrder, OrdersError> {
+    ) -> Result<NewOrder, OrdersError> {
         let order_id = Uuid::now_v7().to_string();
         let priced: Vec<(i64, i64)> = lines.iter().map(|l| (l.unit_price, l.quantity)).collect();
         let total = order_total(&priced).map_err(|e| OrdersError::Validation(vec![e]))?;
-        let order = OrderRow {
+        let order = self.orders.pending_row(NewOrderRow {
             id: order_id.clone(),
-            user_id: user.to_string(),
+            user,
             cart_id: Some(cart.id.clone()),
-            status: OrderStatus::Pending.as_str().to_owned(),
             currency: cart.currency.clone(),
             total,
-            payment_provider: self.inner.payments.provider.name().to_owned(),
-            payment_token: payment.token,
-            payment_ref: None,
-            capture_mode: self.inner.policy.capture_mode.as_str().to_owned(),
-            payment_status: PaymentStatus::None.as_str().to_owned(),
-            authorized: 0,
-            captured: 0,
-            refunded: 0,
-            stock_state: StockState::None.as_str().to_owned(),
-            cancel_requested: false,
-            capture_requested: false,
-            carrier: None,
-            tracking_number: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
+            token,
+            now,
+        });
         let items = lines
             .iter()
             .map(|l| OrderItemRow {
@@ -320,7 +333,7 @@ impl Orders {
                 restocked: 0,
             })
             .collect();
-        Ok(BaselineOrder {
+        Ok(NewOrder {
             saga: SagaRow {
                 order_id: order_id.clone(),
                 state: SagaState::Running.as_str().to_owned(),
@@ -338,7 +351,9 @@ impl Orders {
             payments: Vec::new(),
             audit: Vec::new(),
             outbox: Vec::new(),
-            cart: (cart.id.clone(), cart.version),
+            cart: Some((cart.id.clone(), cart.version)),
+            // Bound first, before the stock is locked.
+            idempotency: None,
         })
     }
 
@@ -346,26 +361,13 @@ impl Orders {
     /// `order.created`, then the outcome's event.
     fn final_status(
         &self,
-        new: &mut BaselineOrder,
+        new: &mut NewOrder,
         status: OrderStatus,
         data: serde_json::Value,
         now: NaiveDateTime,
     ) {
         let actor = Actor::User(Uuid::parse_str(&new.order.user_id).unwrap_or_default());
-        let created = json!({
-            "items": new.items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price})).collect::<Vec<_>>(),
-            "cart_id": new.order.cart_id,
-        });
-        let mut first = audit_row(
-            &new.order.id,
-            "order.created",
-            OrderStatus::Pending,
-            OrderStatus::Pending,
-            &actor,
-            created.clone(),
-            now,
-        );
-        first.from_status = None;
+        let (first, created) = created_records(&new.order, &new.items, &actor, now);
         let event_type = format!("order.{}", event_name(status));
         let outcome = audit_row(
             &new.order.id,
@@ -377,12 +379,7 @@ impl Orders {
             now,
         );
         new.order.status = status.as_str().to_owned();
-        new.outbox = vec![NewOutboxRow::new(
-            "order.created",
-            &new.order.id,
-            &event_payload(&new.order, OrderStatus::Pending, created),
-            now,
-        )];
+        new.outbox = vec![created];
         if let Some(public) = public_event(status) {
             new.outbox.push(NewOutboxRow::new(
                 public,
@@ -427,7 +424,7 @@ impl Orders {
                 });
             }
         };
-        if self.inner.policy.capture_mode == CaptureMode::Manual {
+        if self.orders.capture_mode() == CaptureMode::Manual {
             return Ok(Charge::Approved {
                 payments,
                 reference,
@@ -485,8 +482,8 @@ impl Orders {
     /// its key (the call may have happened) and, if the provider has no
     /// record of it, tried once more under the same key.
     async fn baseline_call(&self, request: &PaymentRequest) -> Result<PaymentResult, OrdersError> {
-        let provider = &self.inner.payments.provider;
-        let timeout = self.inner.policy.payment_timeout;
+        let provider = &self.orders.payments().provider;
+        let timeout = self.orders.payment_timeout();
         for attempt in 1..=2 {
             let call = tokio::time::timeout(timeout, provider.execute(request));
             match call.await.unwrap_or(Err(PaymentError::Timeout)) {

@@ -1,6 +1,5 @@
-//! The queries of the baseline checkout (`checkout.engine = "baseline"`): the
-//! design a team would write without actors, measured against orderflow by
-//! the load benches. A checkout is one explicit transaction on one
+//! The queries of the baseline checkout: the design a team would write
+//! without actors, measured against orderflow by the load benches. A checkout is one explicit transaction on one
 //! connection: [`Tx::begin`] (on SQLite `BEGIN IMMEDIATE`, its whole-database
 //! write lock), [`Tx::load_cart`] (the cart row locked on PostgreSQL, so two
 //! checkouts of one cart queue instead of both paying), [`Tx::bind_key`],
@@ -11,21 +10,15 @@
 //! None of these queries opens a transaction of its own: a nested `BEGIN`
 //! would commit the outer one early.
 
-use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
-use super::carts::{CartItemRow, CartRow};
-use super::idempotency::Binding;
-use super::inventory::NewMovementRow;
-use super::orders::{OrderEventRow, OrderItemRow, OrderRow, PaymentRow, SagaRow};
-use super::outbox::NewOutboxRow;
-use super::schema::{
-    carts, inventory, inventory_movements, order_events, order_items, orders, outbox, payments,
-    products, sagas,
-};
-use super::DbConn;
-use crate::{bind_idempotency_key, with_conn};
+use orderflow::db::carts::{CartItemRow, CartRow};
+use orderflow::db::idempotency::Binding;
+use orderflow::db::orders::{CreateError, NewOrder};
+use orderflow::db::schema::{carts, inventory, products};
+use orderflow::db::DbConn;
+use orderflow::{bind_idempotency_key, with_conn, write_new_order};
 
 /// One SKU's stock as locked by the checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,30 +28,6 @@ pub struct LockedStock {
     pub reserved: i64,
     /// The product is on sale.
     pub active: bool,
-}
-
-/// Everything a finished baseline checkout writes.
-#[derive(Debug)]
-pub struct BaselineOrder {
-    pub order: OrderRow,
-    pub items: Vec<OrderItemRow>,
-    /// Units taken off `on_hand` per SKU (empty when nothing was sold).
-    pub taken: Vec<NewMovementRow>,
-    pub payments: Vec<PaymentRow>,
-    pub saga: SagaRow,
-    pub audit: Vec<OrderEventRow>,
-    pub outbox: Vec<NewOutboxRow>,
-    /// The cart checked out, at the version it was read.
-    pub cart: (String, i64),
-}
-
-/// Why the writes were refused; the transaction must be rolled back.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("the cart changed concurrently")]
-    CartChanged,
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
 }
 
 /// An open transaction on a pooled connection it owns. Finish it with
@@ -133,7 +102,7 @@ impl Tx {
         let Some(cart) = cart else {
             return Ok(None);
         };
-        let items = super::carts::items(self.conn(), cart_id).await?;
+        let items = orderflow::db::carts::items(self.conn(), cart_id).await?;
         Ok(Some((cart, items)))
     }
 
@@ -189,78 +158,8 @@ impl Tx {
 
     /// Writes the order with everything that goes with it and marks the cart
     /// checked out (if it is still at the version read).
-    pub async fn write(
-        &mut self,
-        new: &BaselineOrder,
-        now: NaiveDateTime,
-    ) -> Result<(), WriteError> {
-        with_conn!(self.conn(), |c| {
-            let (cart_id, version) = &new.cart;
-            let updated = diesel::update(
-                carts::table
-                    .filter(carts::id.eq(cart_id))
-                    .filter(carts::status.eq("open"))
-                    .filter(carts::version.eq(version)),
-            )
-            .set((
-                carts::status.eq("checked_out"),
-                carts::order_id.eq(&new.order.id),
-                carts::version.eq(version + 1),
-                carts::updated_at.eq(now),
-            ))
-            .execute(c)
-            .await?;
-            if updated == 0 {
-                return Err(WriteError::CartChanged);
-            }
-            for taken in &new.taken {
-                diesel::update(inventory::table.find(&taken.sku))
-                    .set((
-                        inventory::on_hand.eq(inventory::on_hand + taken.on_hand_delta),
-                        inventory::version.eq(inventory::version + 1_i64),
-                        inventory::updated_at.eq(now),
-                    ))
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(inventory_movements::table)
-                    .values(taken)
-                    .execute(c)
-                    .await?;
-            }
-            diesel::insert_into(orders::table)
-                .values(&new.order)
-                .execute(c)
-                .await?;
-            for item in &new.items {
-                diesel::insert_into(order_items::table)
-                    .values(item)
-                    .execute(c)
-                    .await?;
-            }
-            for payment in &new.payments {
-                diesel::insert_into(payments::table)
-                    .values(payment)
-                    .execute(c)
-                    .await?;
-            }
-            diesel::insert_into(sagas::table)
-                .values(&new.saga)
-                .execute(c)
-                .await?;
-            for row in &new.audit {
-                diesel::insert_into(order_events::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            for row in &new.outbox {
-                diesel::insert_into(outbox::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            Ok(())
-        })
+    pub async fn write(&mut self, new: &NewOrder) -> Result<(), CreateError> {
+        with_conn!(self.conn(), |c| write_new_order!(c, new))
     }
 }
 

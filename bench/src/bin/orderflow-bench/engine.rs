@@ -1,4 +1,5 @@
-//! An engine the bench starts itself: `orderflow serve [--engine baseline]`
+//! An engine the bench starts itself: `orderflow-bench-engine serve --engine
+//! <orderflow|baseline>`
 //! as a child process on a fresh database (a new PostgreSQL database on the
 //! given server, or an SQLite file in a temporary directory), with write
 //! rate limits off and logs to a file. Dropped, it stops the process and
@@ -281,11 +282,11 @@ pub fn database_on(server: &str, name: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// The `orderflow` binary next to this one.
+/// The `orderflow-bench-engine` binary next to this one.
 pub fn sibling_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let dir = me.parent().unwrap_or(Path::new("."));
-    Ok(dir.join("orderflow"))
+    Ok(dir.join("orderflow-bench-engine"))
 }
 
 fn memory_of(pid: u32) -> Option<Memory> {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use orderflow::invariants::Audit;
+use orderflow_bench::invariants::Audit;
 
 use crate::engine::Memory;
 use crate::scenario::{Outcome, Plan};

@@ -1,0 +1,8 @@
+//! orderflow's load benches, outside the engine: the `orderflow-bench` load
+//! generator (its binary), the baseline checkout engine it measures
+//! orderflow against ([`baseline`], served by the `orderflow-bench-engine`
+//! binary), and the invariant audit run after every bench ([`invariants`]).
+//! docs/benchmarks.md says how to run them.
+
+pub mod baseline;
+pub mod invariants;
