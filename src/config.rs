@@ -19,6 +19,8 @@ use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use crate::domain::order::CaptureMode;
+
 /// Compiled-in settings, so the binary runs from any directory.
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const DEVELOPMENT_TOML: &str = include_str!("../config/development.toml");
@@ -31,6 +33,9 @@ pub const DEVELOPMENT_JWT_SECRET: &str = "orderflow-development-secret-change-me
 
 /// Longest reservation lifetime accepted.
 pub const MAX_RESERVATION_TTL_S: u64 = 30 * 86_400;
+/// The largest `events.relay_batch`: the in-process event channel holds one
+/// whole batch.
+pub const MAX_RELAY_BATCH: u32 = 4096;
 
 /// Minimum HS256 key length accepted in production.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -294,24 +299,6 @@ impl Settings {
 pub enum PaymentProviderKind {
     Sandbox,
     Paypal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CaptureMode {
-    /// The saga captures right after authorizing.
-    Automatic,
-    /// The order stops at `authorized` until an admin captures it.
-    Manual,
-}
-
-impl CaptureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CaptureMode::Automatic => "automatic",
-            CaptureMode::Manual => "manual",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -601,7 +588,7 @@ impl Settings {
         if self.sagas.max_step_attempts > 20 || self.sagas.retry_backoff_ms > 60_000 {
             bail!("sagas.max_step_attempts must be at most 20 and sagas.retry_backoff_ms at most 60000");
         }
-        if let Err(e) = crate::http::client_ip::TrustedProxies::parse(&self.http.trusted_proxies) {
+        if let Err(e) = crate::domain::network::TrustedProxies::parse(&self.http.trusted_proxies) {
             bail!("http.trusted_proxies: {e}");
         }
         if self.idempotency.ttl_s == 0 || self.idempotency.purge_interval_s == 0 {
@@ -618,11 +605,8 @@ impl Settings {
         {
             bail!("events.relay_interval_ms, relay_batch, stream_max_len and redispatch_after_s must be at least 1");
         }
-        if self.events.relay_batch > crate::events::bus::LOCAL_CAPACITY as u32 {
-            bail!(
-                "events.relay_batch must be at most {}",
-                crate::events::bus::LOCAL_CAPACITY
-            );
+        if self.events.relay_batch > MAX_RELAY_BATCH {
+            bail!("events.relay_batch must be at most {MAX_RELAY_BATCH}");
         }
         if self.analytics.batch_size > 5000 {
             bail!("analytics.batch_size must be at most 5000");

@@ -269,7 +269,7 @@ impl SkuActor {
     }
 }
 
-fn snapshot_of(sku: &str, committed: &Committed) -> SkuSnapshot {
+pub(super) fn snapshot_of(sku: &str, committed: &Committed) -> SkuSnapshot {
     SkuSnapshot {
         sku: sku.to_owned(),
         levels: committed

@@ -31,6 +31,7 @@ use mailbox::Mailboxes;
 use registry::{ArbiterPool, Registry};
 
 pub use inventory_sku::SkuSnapshot;
+pub use sku_batch::LoadError as StockLoadError;
 
 /// What an event-driven restock did.
 #[derive(Debug, Clone)]
@@ -228,6 +229,30 @@ impl Inventory {
             Some(SkuReply::Snapshot(s)) => Ok(s),
             _ => Err(InventoryError::Unavailable("unexpected reply".to_owned())),
         }
+    }
+
+    /// The SKU as the database has it, which every engine process writes
+    /// through; not as this process's actor holds it.
+    pub async fn stored(&self, sku: &Sku) -> Result<SkuSnapshot, StockLoadError> {
+        let committed = sku_batch::load(&self.inner.db, sku.as_str()).await?;
+        Ok(inventory_sku::snapshot_of(sku.as_str(), &committed))
+    }
+
+    /// Whether the ledger has a restock of `sku` noted `note`: restocks that
+    /// must happen once (giving an order's line back) are noted uniquely.
+    pub async fn restocked_with_note(
+        &self,
+        sku: &str,
+        note: &str,
+    ) -> Result<bool, crate::db::DbError> {
+        let mut conn = self.inner.db.conn().await?;
+        Ok(inventory_db::movement_exists(&mut conn, sku, "restock", None, Some(note)).await?)
+    }
+
+    /// Whether the ledger records `order_id`'s hold on `sku` as sold.
+    pub async fn sold_to(&self, sku: &str, order_id: &str) -> Result<bool, crate::db::DbError> {
+        let mut conn = self.inner.db.conn().await?;
+        Ok(inventory_db::movement_exists(&mut conn, sku, "commit", Some(order_id), None).await?)
     }
 
     /// The arbiters the SKU actors run on, for other kinds of actors to share.

@@ -2,6 +2,7 @@
 //! and the rules that go with them. Nothing here touches I/O.
 
 pub mod inventory;
+pub mod network;
 pub mod order;
 pub mod product;
 pub mod user;

@@ -18,7 +18,24 @@ use std::fmt;
 use serde::Serialize;
 
 use super::FieldError;
-pub use crate::config::CaptureMode;
+/// When the saga captures a payment (`payments.capture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// The saga captures right after authorizing.
+    Automatic,
+    /// The order stops at `authorized` until an admin captures it.
+    Manual,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Automatic => "automatic",
+            CaptureMode::Manual => "manual",
+        }
+    }
+}
 
 /// Lines in one order or cart.
 pub const MAX_LINES: usize = 100;

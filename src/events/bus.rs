@@ -31,8 +31,8 @@ const CLAIM_IDLE: Duration = Duration::from_secs(30);
 pub const STALE_CONSUMER: Duration = Duration::from_secs(3600);
 /// The wire format of event times: UTC, microseconds.
 pub const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
-/// Events the in-process channel holds; `events.relay_batch` is at most this.
-pub const LOCAL_CAPACITY: usize = 4096;
+/// Events the in-process channel holds: a whole relay batch.
+pub const LOCAL_CAPACITY: usize = crate::config::MAX_RELAY_BATCH as usize;
 
 /// One event as a dispatcher receives it.
 #[derive(Debug, Clone)]

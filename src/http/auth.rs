@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::client_ip::client_ip;
 use super::errors::ApiError;
 use super::extract::Json;
-use super::openapi::ErrorEnvelope;
+use super::schemas::ErrorEnvelope;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::IssuedToken;
 use crate::domain::user::User;

@@ -18,7 +18,7 @@ use sha2::Sha256;
 
 use super::errors::ApiError;
 use super::extract::parse_json;
-use super::openapi::{ErrorEnvelope, StoqAck};
+use super::schemas::{ErrorEnvelope, StoqAck};
 use crate::actors::{EventRestock, Inventory};
 use crate::db::events::{self, NewEventRow};
 use crate::db::Database;

@@ -9,10 +9,8 @@ use super::errors::ApiError;
 use super::extract::path_sku;
 use super::extract::Json;
 use super::identity::AdminUser;
-use super::openapi::ErrorEnvelope;
-use crate::actors::sku_batch::{self, LoadError};
-use crate::actors::{Inventory, SkuSnapshot};
-use crate::db::Database;
+use super::schemas::ErrorEnvelope;
+use crate::actors::{Inventory, SkuSnapshot, StockLoadError};
 use crate::domain::inventory::Reservation;
 
 const REASON_MAX_CHARS: usize = 500;
@@ -81,21 +79,15 @@ pub struct Adjust {
 )]
 pub async fn get(
     _admin: AdminUser,
-    db: web::Data<Database>,
+    inventory: web::Data<Inventory>,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&sku)?;
-    let committed = match sku_batch::load(&db, sku.as_str()).await {
-        Ok(committed) => committed,
-        Err(LoadError::UnknownSku) => return Err(ApiError::NotFound),
-        Err(LoadError::Db(e)) => return Err(e.into()),
-        Err(LoadError::Corrupt(e)) => return Err(ApiError::Internal(anyhow::anyhow!(e))),
-    };
-    let snapshot = SkuSnapshot {
-        sku: sku.as_str().to_owned(),
-        levels: committed.stock.levels(),
-        version: committed.version,
-        reservations: committed.stock.reservations().cloned().collect(),
+    let snapshot = match inventory.stored(&sku).await {
+        Ok(snapshot) => snapshot,
+        Err(StockLoadError::UnknownSku) => return Err(ApiError::NotFound),
+        Err(StockLoadError::Db(e)) => return Err(e.into()),
+        Err(StockLoadError::Corrupt(e)) => return Err(ApiError::Internal(anyhow::anyhow!(e))),
     };
     Ok(HttpResponse::Ok().json(InventoryBody::from(snapshot)))
 }

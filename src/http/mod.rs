@@ -22,6 +22,7 @@ pub mod placing;
 pub mod products;
 pub mod request_telemetry;
 pub mod sagas;
+pub mod schemas;
 pub mod users;
 pub mod webhooks;
 pub mod write_limits;

@@ -17,7 +17,7 @@
 //! is in the document and that the document has no route the engine lacks.
 
 use actix_web::HttpResponse;
-use serde::Serialize;
+
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBody;
@@ -26,13 +26,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     Content, OpenApi as OpenApiDoc, Ref, RefOr, Required, Response, ResponseBuilder,
 };
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::schemas::{ErrorBody, ErrorEnvelope};
 use super::{
     analytics, auth, carts, integrations, inventory, ops, orders, products, sagas, users, webhooks,
 };
-use crate::domain::order::SagaState;
-use crate::health::HealthReport;
+use crate::orders::views::string_enum;
 
 /// The name of the bearer-JWT security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -142,127 +142,6 @@ pub fn document_json() -> OpenApiDoc {
 )]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(document_json())
-}
-
-/// The error envelope every error response has.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable, snake_case: what went wrong, for programs. Each response
-    /// lists the codes it can carry.
-    #[schema(pattern = "^[a-z][a-z_]*$", example = "validation_failed")]
-    pub code: String,
-    /// For humans; may change.
-    pub message: String,
-    /// Always an object, empty when there is nothing to add:
-    /// `validation_failed` has `fields` (field name -> reason),
-    /// `rate_limited` has `retry_after_s`, `payload_too_large` has
-    /// `limit_bytes`, the order refusals name `order_id` and what was refused.
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-}
-
-/// 202 of a checkout (or `POST /orders`) whose saga goes on.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CheckoutAccepted {
-    #[schema(format = Uuid)]
-    pub order_id: String,
-    #[schema(schema_with = pending_status)]
-    pub status: String,
-}
-
-/// 202 of `POST /sagas/{id}/resume`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SagaResumed {
-    #[schema(format = Uuid)]
-    pub order_id: String,
-    #[schema(schema_with = running_state)]
-    pub state: String,
-}
-
-/// 200 of an accepted Stoq event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StoqAck {
-    /// The Stoq event id.
-    pub id: String,
-    /// `applied` (a restock), `recorded` (another type), `duplicate` (seen
-    /// before: acknowledged, not applied again).
-    #[schema(schema_with = stoq_status)]
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    #[schema(schema_with = ok_status)]
-    pub status: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Readiness {
-    /// `ok`, `degraded` (Redis configured but down) or `unavailable` (the
-    /// database is down: 503).
-    #[schema(schema_with = readiness_status)]
-    pub status: String,
-    pub components: HealthReport,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiVersion {
-    pub version: String,
-    pub status: String,
-    pub base_path: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiVersions {
-    pub versions: Vec<ApiVersion>,
-    pub current: String,
-}
-
-fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values))
-        .into()
-}
-
-fn pending_status() -> Schema {
-    string_enum(["pending"])
-}
-
-fn running_state() -> Schema {
-    string_enum(["running"])
-}
-
-fn stoq_status() -> Schema {
-    string_enum(["applied", "recorded", "duplicate"])
-}
-
-fn ok_status() -> Schema {
-    string_enum(["ok"])
-}
-
-fn readiness_status() -> Schema {
-    string_enum(["ok", "degraded", "unavailable"])
-}
-
-/// A saga's state as clients see it: its persisted state, or `stuck`.
-pub fn saga_state() -> Schema {
-    string_enum(SagaState::ALL.iter().map(|s| s.as_str()).chain(["stuck"]))
-}
-
-/// A saga step's status.
-pub fn step_status() -> Schema {
-    string_enum(["running", "succeeded", "failed"])
-}
-
-/// A cart's status.
-pub fn cart_status() -> Schema {
-    string_enum(["open", "checked_out"])
 }
 
 /// Adds what applies across routes (see the module docs).

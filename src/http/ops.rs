@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use super::openapi::{ApiVersions, Health, Readiness};
+use super::schemas::{ApiVersions, Health, Readiness};
 use crate::health::HealthMonitor;
 
 /// 200 while the process serves requests; says nothing about dependencies.

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use super::errors::ApiError;
 use super::identity::{AdminUser, AuthUser};
-use super::openapi::{ErrorEnvelope, SagaResumed};
 use super::order_access::{order_id, visible};
 use super::pagination::{Page, PageQuery};
+use super::schemas::{ErrorEnvelope, SagaResumed};
 use crate::orders::views::SagaView;
 use crate::orders::Orders;
 
@@ -20,7 +20,7 @@ const STATES: &[&str] = &["running", "completed", "compensated", "failed", "stuc
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only sagas in this state; `stuck`: running but not advanced for `sagas.stuck_after_s`.
-    #[param(schema_with = super::openapi::saga_state)]
+    #[param(schema_with = crate::orders::views::saga_state)]
     state: Option<String>,
     /// Page size, 1..=200 (default 50).
     #[param(minimum = 1, maximum = 200)]

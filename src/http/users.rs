@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::errors::ApiError;
 use super::identity::{AdminUser, AuthUser};
-use super::openapi::ErrorEnvelope;
 use super::pagination::{Page, PageQuery};
+use super::schemas::ErrorEnvelope;
 use crate::auth::accounts::Accounts;
 use crate::domain::user::User;
 

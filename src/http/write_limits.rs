@@ -23,7 +23,7 @@ use actix_web::HttpMessage;
 use actix_web::{Error, ResponseError};
 use futures_util::future::LocalBoxFuture;
 
-use super::client_ip::TrustedProxies;
+use super::client_ip::{ClientAddress, TrustedProxies};
 use super::errors::ApiError;
 use super::identity::{bearer_token, VerifiedToken};
 use super::API_PREFIX;

@@ -41,11 +41,16 @@ pub struct LoadedCart {
 /// The actor's state: `None` until loaded.
 pub type CartState = Option<LoadedCart>;
 
+/// A cart's status as the API shows it.
+fn cart_status() -> utoipa::openapi::schema::Schema {
+    super::views::string_enum(["open", "checked_out"])
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CartView {
     #[schema(format = Uuid)]
     pub id: String,
-    #[schema(schema_with = crate::http::openapi::cart_status)]
+    #[schema(schema_with = cart_status)]
     pub status: String,
     pub currency: String,
     pub items: Vec<ItemView>,

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::{Loaded, Orders};
 use crate::actors::InventoryError;
-use crate::db::inventory as inventory_db;
 use crate::db::orders::{self as orders_db, OrderItemRow, PaymentRow, RefundRow};
 use crate::db::DbError;
 use crate::domain::inventory::Sku;
@@ -313,8 +312,10 @@ impl Orders {
         let mut lost = false;
         for item in items {
             let note = return_note(&order_id, &item.sku);
-            let mut conn = self.inner.db.conn().await?;
-            if inventory_db::movement_exists(&mut conn, &item.sku, "restock", None, Some(&note))
+            if self
+                .inner
+                .inventory
+                .restocked_with_note(&item.sku, &note)
                 .await?
             {
                 lost = true;
@@ -369,17 +370,12 @@ impl Orders {
     }
 
     async fn committed(&self, sku: &str, order_id: &str) -> Result<bool, StepError> {
-        let mut conn = self.inner.db.conn().await?;
-        Ok(inventory_db::movement_exists(&mut conn, sku, "commit", Some(order_id), None).await?)
+        Ok(self.inner.inventory.sold_to(sku, order_id).await?)
     }
 
     /// Restocks once per `note`: a restock found in the ledger is not repeated.
     async fn restock_once(&self, sku: &str, quantity: i64, note: &str) -> Result<(), StepError> {
-        let mut conn = self.inner.db.conn().await?;
-        let done =
-            inventory_db::movement_exists(&mut conn, sku, "restock", None, Some(note)).await?;
-        drop(conn);
-        if done {
+        if self.inner.inventory.restocked_with_note(sku, note).await? {
             return Ok(());
         }
         let parsed = parse_sku(sku)?;

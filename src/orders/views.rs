@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::{Loaded, Orders, OrdersError};
 use crate::db::orders::{
@@ -14,6 +15,24 @@ use crate::domain::order::{
     CaptureMode, OpenRefund, OrderProgress, OrderStatus, PaymentStatus, RefundStatus, SagaState,
     StepName, StockState,
 };
+
+/// The OpenAPI schema of a string that takes one of `values`.
+pub fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .into()
+}
+
+/// A saga's state as the API shows it: its stored state, or `stuck`.
+pub fn saga_state() -> Schema {
+    string_enum(SagaState::ALL.iter().map(|s| s.as_str()).chain(["stuck"]))
+}
+
+/// A saga step's status.
+pub fn step_status() -> Schema {
+    string_enum(["running", "succeeded", "failed"])
+}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
@@ -154,7 +173,7 @@ impl From<OrderEventRow> for OrderEventView {
 pub struct StepView {
     #[schema(value_type = StepName)]
     pub name: String,
-    #[schema(schema_with = crate::http::openapi::step_status)]
+    #[schema(schema_with = step_status)]
     pub status: String,
     pub attempt: i32,
     pub started_at: DateTime<Utc>,
@@ -176,7 +195,7 @@ pub struct ActorView {
 pub struct SagaView {
     #[schema(format = Uuid)]
     pub order_id: String,
-    #[schema(schema_with = crate::http::openapi::saga_state)]
+    #[schema(schema_with = saga_state)]
     pub state: String,
     #[schema(value_type = Option<StepName>)]
     pub current_step: Option<String>,
