@@ -127,7 +127,7 @@ fn order_view(lines: usize) -> OrderView {
         created_at: at(),
         updated_at: at(),
     };
-    OrderView::new(row, items)
+    OrderView::new(row, items).expect("a well-formed order row")
 }
 
 /// The body of `POST /api/v1/orders` with `lines` lines.

@@ -1,6 +1,7 @@
 //! Pure domain types: values that can only be built valid (`parse() -> Result`)
 //! and the rules that go with them. Nothing here touches I/O.
 
+pub mod ids;
 pub mod inventory;
 pub mod network;
 pub mod order;

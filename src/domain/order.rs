@@ -81,6 +81,14 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// A cart's status: open until it is checked out, once.
+    CartStatus {
+        Open => "open",
+        CheckedOut => "checked_out",
+    }
+);
+
 impl OrderStatus {
     /// Statuses nothing can move an order out of.
     pub fn is_terminal(self) -> bool {

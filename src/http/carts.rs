@@ -4,11 +4,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::errors::ApiError;
-use super::extract::{path_sku, path_uuid, Json, OptionalJson};
+use super::extract::{path_sku, Json, OptionalJson};
 use super::idempotency::{once, IdempotencyKey};
 use super::identity::AuthUser;
 use super::placing::{checkout_answer, parse_payment, wait_of, PaymentBody};
 use super::schemas::{CheckoutAccepted, ErrorEnvelope};
+use crate::domain::ids::CartId;
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::parse_quantity;
 use crate::domain::product::Currency;
@@ -49,8 +50,8 @@ pub struct CheckoutBody {
 }
 
 /// A cart id that is not a UUID names nothing: 404.
-fn cart_id(raw: &str) -> Result<String, ApiError> {
-    path_uuid(raw)
+fn cart_id(raw: &str) -> Result<CartId, ApiError> {
+    CartId::parse(raw).ok_or(ApiError::NotFound)
 }
 
 #[utoipa::path(

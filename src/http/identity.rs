@@ -8,16 +8,16 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
-use uuid::Uuid;
 
 use super::errors::ApiError;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::{Claims, TokenService};
+use crate::domain::ids::UserId;
 use crate::domain::user::Role;
 
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser {
-    pub id: Uuid,
+    pub id: UserId,
     pub role: Role,
 }
 
@@ -85,7 +85,7 @@ async fn authenticate(req: HttpRequest) -> Result<AuthUser, ApiError> {
         ApiError::Unauthorized
     })?;
     Ok(AuthUser {
-        id: claims.sub,
+        id: UserId::from(claims.sub),
         role,
     })
 }

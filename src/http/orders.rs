@@ -14,6 +14,7 @@ use super::pagination::{Page, PageQuery};
 use super::placing::{checkout_answer, parse_payment, wait_of, PaymentBody};
 use super::schemas::{CheckoutAccepted, ErrorEnvelope};
 use crate::db::orders::OrderFilter;
+use crate::domain::ids::OrderId;
 use crate::domain::inventory::Sku;
 use crate::domain::order::{parse_quantity, OrderStatus};
 use crate::domain::product::MAX_AMOUNT;
@@ -206,7 +207,7 @@ pub async fn get(
     let id = order_id(&path)?;
     // One read: the order says whose it is.
     let view = orders.view(&id).await?;
-    if !user.is_admin() && view.user_id != user.id.to_string() {
+    if !user.is_admin() && view.user_id != user.id {
         return Err(ApiError::NotFound);
     }
     Ok(HttpResponse::Ok().json(view))
@@ -234,11 +235,20 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(orders.events(&id).await?))
 }
 
+/// The order an idempotency key was bound to.
+fn order_id_of_claim(stored: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(stored).ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "an idempotency key is bound to {stored:?}, not an order id"
+        ))
+    })
+}
+
 /// Runs a command on an order; under an idempotency key whose first run
 /// already moved the order, answers from what it moved instead.
 async fn run(
     orders: &Orders,
-    id: &str,
+    id: &OrderId,
     actor: Actor,
     command: Command,
     claim: Option<Claim>,
@@ -247,7 +257,7 @@ async fn run(
         Some(Claim {
             resource: Some(Resource::Order(order_id)),
             ..
-        }) => CommandResult::Order(orders.view(&order_id).await?),
+        }) => CommandResult::Order(orders.view(&order_id_of_claim(&order_id)?).await?),
         Some(Claim {
             resource: Some(Resource::Refund(refund_id)),
             ..

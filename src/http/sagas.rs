@@ -117,11 +117,11 @@ pub async fn resume(
         });
     }
     let runner = orders.get_ref().clone();
-    let order = id.clone();
+    let order = id;
     tokio::spawn(async move {
         if let Err(e) = runner.run_saga(&order, true).await {
             tracing::warn!(order.id = %order, error = %e, "resumed saga did not finish");
         }
     });
-    Ok(HttpResponse::Accepted().json(json!({ "order_id": id, "state": "running" })))
+    Ok(HttpResponse::Accepted().json(json!({ "order_id": id.to_string(), "state": "running" })))
 }

@@ -20,7 +20,7 @@ use crate::domain::user::User;
 pub async fn me(user: AuthUser, accounts: web::Data<Accounts>) -> Result<HttpResponse, ApiError> {
     // A valid token for an account that no longer exists proves nothing.
     let user = accounts
-        .find(user.id)
+        .find(user.id.uuid())
         .await?
         .ok_or(ApiError::Unauthorized)?;
     Ok(HttpResponse::Ok().json(user))

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::views::ItemView;
-use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
+use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder, PricedLine};
 use crate::actors::serial::SerialPool;
 use crate::actors::Inventory;
 use crate::catalog::Catalog;
@@ -23,8 +22,9 @@ use crate::config::ActorSettings;
 use crate::db::carts::{self as carts_db, CartItemRow, CartRow, LineWrite};
 use crate::db::idempotency::Binding;
 use crate::db::Database;
+use crate::domain::ids::{CartId, OrderId, UserId};
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
-use crate::domain::order::MAX_LINES;
+use crate::domain::order::{CartStatus, MAX_LINES};
 use crate::domain::product::Currency;
 use crate::domain::FieldError;
 
@@ -36,6 +36,22 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 pub struct LoadedCart {
     row: CartRow,
     items: Vec<CartItemRow>,
+}
+
+impl LoadedCart {
+    fn owned_by(&self, user: UserId) -> bool {
+        UserId::parse(&self.row.user_id) == Some(user)
+    }
+
+    /// A checkout sets the status and the order id in one write: a cart
+    /// that names an order is checked out.
+    fn status(&self) -> CartStatus {
+        if self.row.order_id.is_some() {
+            CartStatus::CheckedOut
+        } else {
+            CartStatus::Open
+        }
+    }
 }
 
 /// The actor's state: `None` until loaded.
@@ -51,7 +67,7 @@ pub struct CartView {
     #[schema(format = Uuid)]
     pub id: String,
     #[schema(schema_with = cart_status)]
-    pub status: String,
+    pub status: CartStatus,
     pub currency: String,
     pub items: Vec<ItemView>,
     pub subtotal: i64,
@@ -77,7 +93,7 @@ impl From<&LoadedCart> for CartView {
             .collect();
         CartView {
             id: cart.row.id.clone(),
-            status: cart.row.status.clone(),
+            status: cart.status(),
             currency: cart.row.currency.clone(),
             subtotal: items
                 .iter()
@@ -161,12 +177,12 @@ impl Carts {
 
     pub async fn create(
         &self,
-        user: Uuid,
+        user: UserId,
         currency: Option<Currency>,
     ) -> Result<CartView, OrdersError> {
         let now = Utc::now().naive_utc();
         let row = CartRow {
-            id: Uuid::now_v7().to_string(),
+            id: CartId::generate().to_string(),
             user_id: user.to_string(),
             status: "open".to_owned(),
             currency: currency
@@ -188,13 +204,13 @@ impl Carts {
     /// The cart, if `user` owns it (or `admin`).
     pub async fn get(
         &self,
-        user: Uuid,
+        user: UserId,
         admin: bool,
-        cart_id: &str,
+        cart_id: &CartId,
     ) -> Result<CartView, OrdersError> {
         self.run(cart_id, move |this, state, id| async move {
             match this.loaded(state, &id).await {
-                Ok(cart) if admin || cart.row.user_id == user.to_string() => {
+                Ok(cart) if admin || cart.owned_by(user) => {
                     let view = CartView::from(&cart);
                     (Some(cart), Ok(view))
                 }
@@ -207,8 +223,8 @@ impl Carts {
 
     pub async fn change(
         &self,
-        user: Uuid,
-        cart_id: &str,
+        user: UserId,
+        cart_id: &CartId,
         change: LineChange,
     ) -> Result<CartView, OrdersError> {
         // The product as it is now: its price and name go into the line.
@@ -250,7 +266,7 @@ impl Carts {
     async fn apply(
         &self,
         cart: &LoadedCart,
-        user: Uuid,
+        user: UserId,
         change: &LineChange,
         product: Option<&crate::catalog::Product>,
     ) -> Result<LoadedCart, OrdersError> {
@@ -322,11 +338,11 @@ impl Carts {
     /// saga). Returns the order id.
     pub async fn checkout(
         &self,
-        user: Uuid,
-        cart_id: &str,
+        user: UserId,
+        cart_id: &CartId,
         payment: PaymentInput,
         idempotency: Option<Binding>,
-    ) -> Result<String, OrdersError> {
+    ) -> Result<OrderId, OrdersError> {
         self.run(cart_id, move |this, state, id| {
             let payment = payment.clone();
             let idempotency = idempotency.clone();
@@ -347,11 +363,11 @@ impl Carts {
                             Some(LineInput {
                                 sku: Sku::parse(&i.sku).ok()?,
                                 quantity: i.quantity,
-                                priced: Some((
-                                    i.name.clone(),
-                                    i.unit_price,
-                                    cart.row.currency.clone(),
-                                )),
+                                priced: Some(PricedLine {
+                                    name: i.name.clone(),
+                                    unit_price: i.unit_price,
+                                    currency: cart.row.currency.clone(),
+                                }),
                             })
                         })
                         .collect(),
@@ -366,7 +382,7 @@ impl Carts {
                     Ok(order_id) => {
                         let mut next = cart;
                         next.row.status = "checked_out".to_owned();
-                        next.row.order_id = Some(order_id.clone());
+                        next.row.order_id = Some(order_id.to_string());
                         next.row.version += 1;
                         (Some(next), Ok(order_id))
                     }
@@ -389,14 +405,14 @@ impl Carts {
     /// Makes the cart's actor drop what it holds, so that its next job
     /// reloads the cart: after a change made outside the actor (the
     /// baseline checkout).
-    pub async fn forget(&self, cart_id: &str) {
+    pub async fn forget(&self, cart_id: &CartId) {
         let forgotten = self
             .inner
             .actors
-            .run(cart_id, |_state| async { (None, ()) })
+            .run(&cart_id.to_string(), |_state| async { (None, ()) })
             .await;
         if let Err(e) = forgotten {
-            tracing::warn!(cart.id = cart_id, error = %e, "could not reset the cart's actor; it reloads on its next conflict");
+            tracing::warn!(cart.id = %cart_id, error = %e, "could not reset the cart's actor; it reloads on its next conflict");
         }
     }
 
@@ -435,24 +451,26 @@ impl Carts {
     }
 
     /// Runs `job` in the cart's actor with its state.
-    async fn run<R, F, Fut>(&self, cart_id: &str, job: F) -> Result<R, OrdersError>
+    async fn run<R, F, Fut>(&self, cart_id: &CartId, job: F) -> Result<R, OrdersError>
     where
         R: Send + 'static,
         F: Fn(Carts, CartState, String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = (CartState, Result<R, OrdersError>)> + Send + 'static,
     {
         let this = self.clone();
-        let id = cart_id.to_owned();
+        let id = cart_id.to_string();
         self.inner
             .actors
-            .run(cart_id, move |state| job(this.clone(), state, id.clone()))
+            .run(&id.clone(), move |state| {
+                job(this.clone(), state, id.clone())
+            })
             .await?
     }
 }
 
 /// The cart is `user`'s and still open.
-fn check_open(cart: &LoadedCart, user: Uuid) -> Result<(), OrdersError> {
-    if cart.row.user_id != user.to_string() {
+fn check_open(cart: &LoadedCart, user: UserId) -> Result<(), OrdersError> {
+    if !cart.owned_by(user) {
         return Err(OrdersError::NotFound);
     }
     if let Some(order_id) = &cart.row.order_id {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use uuid::Uuid;
 
 use super::carts::Carts;
 use super::views::OrderView;
 use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder};
 use crate::db::idempotency::Binding;
+use crate::domain::ids::{CartId, OrderId, UserId};
 use crate::domain::inventory::Sku;
 use crate::domain::order::OrderStatus;
 use crate::idempotency::{Claim, Resource};
@@ -24,8 +24,8 @@ use crate::idempotency::{Claim, Resource};
 /// A cart checkout as an alternative engine receives it.
 #[derive(Debug, Clone)]
 pub struct CartCheckout {
-    pub user: Uuid,
-    pub cart_id: String,
+    pub user: UserId,
+    pub cart_id: CartId,
     pub payment: PaymentInput,
     /// The request's idempotency key, to bind to the order it records.
     pub idempotency: Option<Binding>,
@@ -41,7 +41,7 @@ pub trait CheckoutEngine: Send + Sync + 'static {
         &'a self,
         orders: &'a Orders,
         checkout: CartCheckout,
-    ) -> BoxFuture<'a, Result<String, OrdersError>>;
+    ) -> BoxFuture<'a, Result<OrderId, OrdersError>>;
 }
 
 /// Checkout engines an embedding offers besides the saga, by name.
@@ -54,23 +54,24 @@ pub enum CheckoutOutcome {
     /// capture), or it moved on since.
     Placed(Box<OrderView>),
     /// The saga goes on; the order is `pending`.
-    Accepted { order_id: String },
+    Accepted { order_id: OrderId },
     /// Out of stock: the order is `rejected`; `details` has the shortfalls.
     Rejected {
-        order_id: String,
+        order_id: OrderId,
         details: serde_json::Value,
     },
     /// The provider declined: the order is `payment_failed`.
-    Declined { order_id: String },
+    Declined { order_id: OrderId },
 }
 
 impl CheckoutOutcome {
-    pub fn order_id(&self) -> &str {
+    /// The order's id, as the wire has it.
+    pub fn order_id(&self) -> String {
         match self {
-            CheckoutOutcome::Placed(view) => &view.id,
+            CheckoutOutcome::Placed(view) => view.id.clone(),
             CheckoutOutcome::Accepted { order_id }
             | CheckoutOutcome::Rejected { order_id, .. }
-            | CheckoutOutcome::Declined { order_id } => order_id,
+            | CheckoutOutcome::Declined { order_id } => order_id.to_string(),
         }
     }
 }
@@ -87,7 +88,7 @@ pub enum Wait {
 /// What a request that places an order must do under its idempotency key.
 enum Placement {
     /// An earlier run with this key placed this order: answer from it.
-    Placed(String),
+    Placed(OrderId),
     /// Place the order, binding it to the key (if one was sent).
     ToPlace(Option<Binding>),
 }
@@ -98,7 +99,12 @@ impl Placement {
             Some(Claim {
                 resource: Some(Resource::Order(id)),
                 ..
-            }) => Placement::Placed(id),
+            }) => match OrderId::parse(&id) {
+                Some(id) => Placement::Placed(id),
+                // Not an order id: the key names nothing this can answer
+                // from; place afresh under it.
+                None => Placement::ToPlace(None),
+            },
             other => Placement::ToPlace(other.map(|c| c.binding)),
         }
     }
@@ -161,8 +167,8 @@ impl Checkout {
     /// Checks `user`'s cart out under the request's idempotency `claim`.
     pub async fn cart(
         &self,
-        user: Uuid,
-        cart_id: &str,
+        user: UserId,
+        cart_id: &CartId,
         payment: PaymentInput,
         claim: Option<Claim>,
         wait: Wait,
@@ -183,7 +189,7 @@ impl Checkout {
         let (run, orders) = (engine.clone(), self.orders.clone());
         let checkout = CartCheckout {
             user,
-            cart_id: cart_id.to_owned(),
+            cart_id: *cart_id,
             payment,
             idempotency,
         };
@@ -198,7 +204,7 @@ impl Checkout {
     /// Places an order of `lines` for `user` (`POST /orders`).
     pub async fn lines(
         &self,
-        user: Uuid,
+        user: UserId,
         lines: Vec<(Sku, i64)>,
         payment: PaymentInput,
         claim: Option<Claim>,
@@ -233,9 +239,13 @@ impl Checkout {
     /// `Accepted` when the caller does not wait or the saga takes longer
     /// than `checkout.sync_wait_ms`. The saga goes on either way: it is
     /// owned by its actor, not by the caller.
-    async fn run_saga(&self, order_id: &str, wait: Wait) -> Result<CheckoutOutcome, OrdersError> {
+    async fn run_saga(
+        &self,
+        order_id: &OrderId,
+        wait: Wait,
+    ) -> Result<CheckoutOutcome, OrdersError> {
         let run = {
-            let (orders, id) = (self.orders.clone(), order_id.to_owned());
+            let (orders, id) = (self.orders.clone(), *order_id);
             tokio::spawn(async move { orders.run_saga(&id, false).await })
         };
         if wait == Wait::ForSaga {
@@ -243,9 +253,9 @@ impl Checkout {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(e))) => {
                     // The order is recorded; recovery will run its saga.
-                    tracing::warn!(order.id = order_id, error = %e, "saga did not run to the end");
+                    tracing::warn!(order.id = %order_id, error = %e, "saga did not run to the end");
                 }
-                Ok(Err(e)) => tracing::error!(order.id = order_id, error = %e, "saga task failed"),
+                Ok(Err(e)) => tracing::error!(order.id = %order_id, error = %e, "saga task failed"),
                 Err(_) => {}
             }
         }
@@ -253,17 +263,21 @@ impl Checkout {
     }
 
     /// The outcome an order stands for as it now is.
-    pub async fn outcome_of(&self, order_id: &str) -> Result<CheckoutOutcome, OrdersError> {
+    pub async fn outcome_of(&self, order_id: &OrderId) -> Result<CheckoutOutcome, OrdersError> {
         let view = self.orders.view(order_id).await?;
-        let order_id = order_id.to_owned();
-        Ok(match OrderStatus::parse(&view.status) {
-            Some(OrderStatus::Pending) => CheckoutOutcome::Accepted { order_id },
-            Some(OrderStatus::Rejected) => {
+        let order_id = *order_id;
+        Ok(match view.status {
+            OrderStatus::Pending => CheckoutOutcome::Accepted { order_id },
+            OrderStatus::Rejected => {
                 let details = self.orders.rejection_details(&order_id).await?;
                 CheckoutOutcome::Rejected { order_id, details }
             }
-            Some(OrderStatus::PaymentFailed) => CheckoutOutcome::Declined { order_id },
-            _ => CheckoutOutcome::Placed(Box::new(view)),
+            OrderStatus::PaymentFailed => CheckoutOutcome::Declined { order_id },
+            OrderStatus::Authorized
+            | OrderStatus::Paid
+            | OrderStatus::Shipped
+            | OrderStatus::Delivered
+            | OrderStatus::Cancelled => CheckoutOutcome::Placed(Box::new(view)),
         })
     }
 }

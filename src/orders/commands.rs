@@ -39,7 +39,7 @@ impl Orders {
             let next = match &command {
                 Command::Cancel => {
                     if progress.status == OrderStatus::Cancelled {
-                        return Ok(CommandResult::Order(self.view(order_id).await?));
+                        return Ok(CommandResult::Order(self.view_stored(order_id).await?));
                     }
                     progress.request_cancel()?
                 }
@@ -162,7 +162,7 @@ impl Orders {
         }
         match refund_id {
             Some(id) => Ok(CommandResult::Refund(self.refund(&id).await?)),
-            None => Ok(CommandResult::Order(self.view(order_id).await?)),
+            None => Ok(CommandResult::Order(self.view_stored(order_id).await?)),
         }
     }
 }

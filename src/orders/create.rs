@@ -4,7 +4,6 @@
 
 use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
-use uuid::Uuid;
 
 use super::{audit_row, event_payload, Actor, Orders, OrdersError};
 use crate::db::idempotency::Binding;
@@ -12,6 +11,7 @@ use crate::db::orders::{
     self as orders_db, CreateError, NewOrder, OrderEventRow, OrderItemRow, OrderRow, SagaRow,
 };
 use crate::db::outbox::NewOutboxRow;
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::inventory::Sku;
 use crate::domain::order::{
     order_total, OrderStatus, PaymentStatus, SagaState, StockState, MAX_LINES,
@@ -24,19 +24,26 @@ pub struct PaymentInput {
     pub token: String,
 }
 
+/// A line's product as the cart snapshotted it when the line was set.
+#[derive(Debug, Clone)]
+pub struct PricedLine {
+    pub name: String,
+    pub unit_price: i64,
+    pub currency: String,
+}
+
 /// One line of a new order. Prices come from a cart (`priced`) or, for
 /// `POST /orders`, from the catalog at the time of ordering.
 #[derive(Debug, Clone)]
 pub struct LineInput {
     pub sku: Sku,
     pub quantity: i64,
-    /// `(name, unit_price, currency)` as snapshotted by the cart.
-    pub priced: Option<(String, i64, String)>,
+    pub priced: Option<PricedLine>,
 }
 
 #[derive(Debug, Clone)]
 pub struct PlaceOrder {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub lines: Vec<LineInput>,
     pub payment: PaymentInput,
     /// The cart being checked out and the version it was read at.
@@ -49,8 +56,8 @@ pub struct PlaceOrder {
 /// What a new order's row is made of; everything else starts empty.
 #[derive(Debug, Clone)]
 pub struct NewOrderRow {
-    pub id: String,
-    pub user: Uuid,
+    pub id: OrderId,
+    pub user: UserId,
     pub cart_id: Option<String>,
     pub currency: String,
     pub total: i64,
@@ -93,7 +100,7 @@ impl Orders {
     /// its capture mode, nothing paid or held yet.
     pub fn pending_row(&self, new: NewOrderRow) -> OrderRow {
         OrderRow {
-            id: new.id,
+            id: new.id.to_string(),
             user_id: new.user.to_string(),
             cart_id: new.cart_id,
             status: OrderStatus::Pending.as_str().to_owned(),
@@ -120,7 +127,7 @@ impl Orders {
 
     /// Validates and records a new order; its saga is then run with
     /// [`Orders::run_saga`]. Returns the order id.
-    pub async fn place(&self, order: PlaceOrder) -> Result<String, OrdersError> {
+    pub async fn place(&self, order: PlaceOrder) -> Result<OrderId, OrdersError> {
         if order.lines.is_empty() {
             return Err(OrdersError::EmptyCart);
         }
@@ -130,7 +137,8 @@ impl Orders {
                 format!("at most {MAX_LINES} lines per order"),
             )]));
         }
-        let order_id = Uuid::now_v7().to_string();
+        let id = OrderId::generate();
+        let order_id = id.to_string();
         let mut errors = Vec::new();
         let mut items = Vec::with_capacity(order.lines.len());
         let mut currency: Option<String> = None;
@@ -144,7 +152,11 @@ impl Orders {
                 continue;
             }
             let (name, unit_price, line_currency) = match &line.priced {
-                Some(priced) => priced.clone(),
+                Some(priced) => (
+                    priced.name.clone(),
+                    priced.unit_price,
+                    priced.currency.clone(),
+                ),
                 None => match self.inner.catalog.get(&line.sku).await {
                     Ok(Some(p)) if p.active => (p.name, p.price, p.currency),
                     Ok(_) => {
@@ -189,7 +201,7 @@ impl Orders {
         let currency = currency.unwrap_or_else(|| self.inner.policy.default_currency.clone());
         let now = Utc::now().naive_utc();
         let row = self.pending_row(NewOrderRow {
-            id: order_id.clone(),
+            id,
             user: order.user_id,
             cart_id: order.cart.as_ref().map(|(id, _)| id.clone()),
             currency,
@@ -232,6 +244,6 @@ impl Orders {
         }
         metrics::counter!("sagas_started_total").increment(1);
         tracing::info!(order.id = %order_id, "order created");
-        Ok(order_id)
+        Ok(id)
     }
 }

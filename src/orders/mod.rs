@@ -31,6 +31,7 @@ use crate::config::{CaptureMode, Settings};
 use crate::db::idempotency::Binding;
 use crate::db::orders::{self as orders_db, OrderChange, OrderEventRow, RefundRow};
 use crate::db::{Database, DbError};
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
 use crate::domain::FieldError;
 use crate::payments::Payments;
@@ -39,7 +40,7 @@ pub use carts::{CartView, Carts, LineChange};
 pub use checkout::{
     choose_engine, CartCheckout, Checkout, CheckoutEngine, CheckoutEngines, CheckoutOutcome, Wait,
 };
-pub use create::{created_records, LineInput, NewOrderRow, PaymentInput, PlaceOrder};
+pub use create::{created_records, LineInput, NewOrderRow, PaymentInput, PlaceOrder, PricedLine};
 pub use views::{OrderView, RefundView, SagaView};
 
 const KIND_ORDER: &str = "order_saga";
@@ -135,8 +136,8 @@ struct Inner {
 /// Who asked for a change, for the audit trail.
 #[derive(Debug, Clone)]
 pub enum Actor {
-    User(Uuid),
-    Admin(Uuid),
+    User(UserId),
+    Admin(UserId),
     System,
 }
 
@@ -258,12 +259,12 @@ impl Orders {
 
     /// Runs the order's saga in its actor until it finishes or parks.
     /// Also the "resume" of an admin when `unpark` is set.
-    pub async fn run_saga(&self, order_id: &str, unpark: bool) -> Result<(), OrdersError> {
+    pub async fn run_saga(&self, order_id: &OrderId, unpark: bool) -> Result<(), OrdersError> {
         let this = self.clone();
-        let id = order_id.to_owned();
+        let id = order_id.to_string();
         self.inner
             .actors
-            .run(order_id, move |()| {
+            .run(&id.clone(), move |()| {
                 let (this, id) = (this.clone(), id.clone());
                 async move { ((), this.drive_patiently(&id, unpark).await.map(|_| ())) }
             })
@@ -274,16 +275,16 @@ impl Orders {
     /// gave it work.
     pub async fn command(
         &self,
-        order_id: &str,
+        order_id: &OrderId,
         actor: Actor,
         command: Command,
         idempotency: Option<Binding>,
     ) -> Result<CommandResult, OrdersError> {
         let this = self.clone();
-        let id = order_id.to_owned();
+        let id = order_id.to_string();
         self.inner
             .actors
-            .run(order_id, move |()| {
+            .run(&id.clone(), move |()| {
                 let (this, id, actor, command, key) = (
                     this.clone(),
                     id.clone(),

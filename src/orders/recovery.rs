@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use super::Orders;
 use crate::db::sagas as sagas_db;
+use crate::domain::ids::OrderId;
 
 /// Sagas claimed per scan.
 const BATCH: i64 = 100;
@@ -62,7 +63,11 @@ impl Orders {
         .await?;
         drop(conn);
         let count = claimed.len();
-        for order_id in claimed {
+        for stored in claimed {
+            let Some(order_id) = OrderId::parse(&stored) else {
+                tracing::error!(order.id = %stored, "a saga's order id is not a UUID; skipped");
+                continue;
+            };
             let orders = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = orders.run_saga(&order_id, false).await {

@@ -11,6 +11,7 @@ use crate::db::orders::{
     RefundRow, SagaColumns, SagaRow, SagaStepRow,
 };
 use crate::db::sagas as sagas_db;
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{
     CaptureMode, OpenRefund, OrderProgress, OrderStatus, PaymentStatus, RefundStatus, SagaState,
     StepName, StockState,
@@ -49,8 +50,7 @@ pub struct PaymentView {
     pub authorized: i64,
     pub captured: i64,
     pub refunded: i64,
-    #[schema(value_type = PaymentStatus)]
-    pub status: String,
+    pub status: PaymentStatus,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -63,10 +63,9 @@ pub struct ShippingView {
 pub struct OrderView {
     #[schema(format = Uuid)]
     pub id: String,
-    #[schema(format = Uuid)]
-    pub user_id: String,
-    #[schema(value_type = OrderStatus)]
-    pub status: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    pub status: OrderStatus,
     pub currency: String,
     pub items: Vec<ItemView>,
     pub total: i64,
@@ -78,13 +77,18 @@ pub struct OrderView {
 }
 
 impl OrderView {
-    pub fn new(row: OrderRow, items: Vec<OrderItemRow>) -> OrderView {
+    /// The view of a stored order; a column the engine cannot read is an
+    /// error, never a guess.
+    pub fn new(row: OrderRow, items: Vec<OrderItemRow>) -> Result<OrderView, OrdersError> {
+        let status = parse(&row.status, OrderStatus::parse, "status")?;
+        let payment_status = parse(&row.payment_status, PaymentStatus::parse, "payment_status")?;
+        let user_id = parse(&row.user_id, UserId::parse, "user_id")?;
         let shipping =
             (row.carrier.is_some() || row.tracking_number.is_some()).then(|| ShippingView {
                 carrier: row.carrier.clone(),
                 tracking_number: row.tracking_number.clone(),
             });
-        OrderView {
+        Ok(OrderView {
             items: items
                 .into_iter()
                 .map(|i| ItemView {
@@ -100,17 +104,17 @@ impl OrderView {
                 authorized: row.authorized,
                 captured: row.captured,
                 refunded: row.refunded,
-                status: row.payment_status,
+                status: payment_status,
             },
             shipping,
             id: row.id,
-            user_id: row.user_id,
-            status: row.status,
+            user_id,
+            status,
             currency: row.currency,
             total: row.total,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
-        }
+        })
     }
 }
 
@@ -122,21 +126,22 @@ pub struct RefundView {
     pub order_id: String,
     pub amount: i64,
     pub reason: Option<String>,
-    #[schema(value_type = RefundStatus)]
-    pub status: String,
+    pub status: RefundStatus,
     pub created_at: DateTime<Utc>,
 }
 
-impl From<RefundRow> for RefundView {
-    fn from(r: RefundRow) -> Self {
-        RefundView {
+impl TryFrom<RefundRow> for RefundView {
+    type Error = OrdersError;
+
+    fn try_from(r: RefundRow) -> Result<Self, OrdersError> {
+        Ok(RefundView {
+            status: parse(&r.status, RefundStatus::parse, "refunds.status")?,
             id: r.id,
             order_id: r.order_id,
             amount: r.amount,
             reason: r.reason,
-            status: r.status,
             created_at: r.created_at.and_utc(),
-        }
+        })
     }
 }
 
@@ -321,12 +326,16 @@ impl Orders {
     }
 
     /// The order's owner, or `NotFound`.
-    pub async fn owner_of(&self, order_id: &str) -> Result<String, OrdersError> {
+    pub async fn owner_of(&self, order_id: &OrderId) -> Result<UserId, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
-        orders_db::find(&mut conn, order_id)
+        let row = orders_db::find(&mut conn, &order_id.to_string())
             .await?
-            .map(|r| r.user_id)
-            .ok_or(OrdersError::NotFound)
+            .ok_or(OrdersError::NotFound)?;
+        UserId::parse(&row.user_id).ok_or_else(|| {
+            OrdersError::from(diesel::result::Error::DeserializationError(
+                format!("order {order_id} has the user id {:?}", row.user_id).into(),
+            ))
+        })
     }
 
     pub async fn refund(&self, refund_id: &str) -> Result<RefundView, OrdersError> {
@@ -334,16 +343,21 @@ impl Orders {
         let row = orders_db::find_refund(&mut conn, refund_id)
             .await?
             .ok_or(OrdersError::NotFound)?;
-        Ok(RefundView::from(row))
+        RefundView::try_from(row)
     }
 
-    pub async fn view(&self, order_id: &str) -> Result<OrderView, OrdersError> {
+    pub async fn view(&self, order_id: &OrderId) -> Result<OrderView, OrdersError> {
+        self.view_stored(&order_id.to_string()).await
+    }
+
+    /// The view of the order stored under `order_id`.
+    pub(super) async fn view_stored(&self, order_id: &str) -> Result<OrderView, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
         let row = orders_db::find(&mut conn, order_id)
             .await?
             .ok_or(OrdersError::NotFound)?;
         let items = orders_db::items(&mut conn, order_id).await?;
-        Ok(OrderView::new(row, items))
+        OrderView::new(row, items)
     }
 
     pub async fn list(
@@ -359,18 +373,17 @@ impl Orders {
         for item in orders_db::items_of(&mut conn, &ids).await? {
             items.entry(item.order_id.clone()).or_default().push(item);
         }
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|row| {
                 let mine = items.remove(&row.id).unwrap_or_default();
                 OrderView::new(row, mine)
             })
-            .collect())
+            .collect()
     }
 
-    pub async fn events(&self, order_id: &str) -> Result<Vec<OrderEventView>, OrdersError> {
+    pub async fn events(&self, order_id: &OrderId) -> Result<Vec<OrderEventView>, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
-        Ok(orders_db::audit_trail(&mut conn, order_id)
+        Ok(orders_db::audit_trail(&mut conn, &order_id.to_string())
             .await?
             .into_iter()
             .map(OrderEventView::from)
@@ -380,7 +393,7 @@ impl Orders {
     /// Details recorded with the order's rejection: the items short of stock.
     pub async fn rejection_details(
         &self,
-        order_id: &str,
+        order_id: &OrderId,
     ) -> Result<serde_json::Value, OrdersError> {
         let events = self.events(order_id).await?;
         Ok(events
@@ -391,7 +404,11 @@ impl Orders {
             .unwrap_or_else(|| serde_json::json!({"items": []})))
     }
 
-    pub async fn saga(&self, order_id: &str) -> Result<SagaView, OrdersError> {
+    pub async fn saga(&self, order_id: &OrderId) -> Result<SagaView, OrdersError> {
+        self.saga_stored(&order_id.to_string()).await
+    }
+
+    async fn saga_stored(&self, order_id: &str) -> Result<SagaView, OrdersError> {
         let mut conn = self.inner.db.conn().await?;
         let saga = sagas_db::find(&mut conn, order_id)
             .await?
@@ -436,7 +453,7 @@ impl Orders {
         drop(conn);
         let mut views = Vec::with_capacity(rows.len());
         for row in rows {
-            views.push(self.saga(&row.order_id).await?);
+            views.push(self.saga_stored(&row.order_id).await?);
         }
         // A running saga that is stuck is not listed as merely running.
         if state == Some("running") {

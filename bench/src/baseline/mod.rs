@@ -29,6 +29,7 @@ use orderflow::db::carts::{CartItemRow, CartRow};
 use orderflow::db::inventory::NewMovementRow;
 use orderflow::db::orders::{CreateError, NewOrder, OrderItemRow, OrderRow, PaymentRow, SagaRow};
 use orderflow::db::outbox::NewOutboxRow;
+use orderflow::domain::ids::{OrderId, UserId};
 use orderflow::domain::inventory::MovementKind;
 use orderflow::domain::order::{order_total, OrderStatus, PaymentStatus, SagaState, StockState};
 use orderflow::domain::FieldError;
@@ -51,7 +52,7 @@ impl CheckoutEngine for Baseline {
         &'a self,
         orders: &'a Orders,
         checkout: CartCheckout,
-    ) -> BoxFuture<'a, Result<String, OrdersError>> {
+    ) -> BoxFuture<'a, Result<OrderId, OrdersError>> {
         Box::pin(async move { Run { orders }.checkout_in_one_transaction(checkout).await })
     }
 }
@@ -102,11 +103,14 @@ impl Run<'_> {
     async fn checkout_in_one_transaction(
         &self,
         checkout: CartCheckout,
-    ) -> Result<String, OrdersError> {
+    ) -> Result<OrderId, OrdersError> {
         let conn = self.orders.database().conn().await?;
         let mut tx = Tx::begin(conn).await?;
         let mut charged = Charged::default();
-        let result = self.checkout_in(&mut tx, checkout, &mut charged).await;
+        let order_id = OrderId::generate();
+        let result = self
+            .checkout_in(&mut tx, order_id, checkout, &mut charged)
+            .await;
         let outcome = match result {
             Ok(new) => match tx.commit().await {
                 Ok(()) => Ok(new),
@@ -134,7 +138,7 @@ impl Run<'_> {
                 }
                 metrics::counter!("baseline_checkouts_total", "status" => new.order.status.clone())
                     .increment(1);
-                Ok(new.order.id)
+                Ok(order_id)
             }
             Err(e) => {
                 self.give_back(&charged).await;
@@ -146,6 +150,7 @@ impl Run<'_> {
     async fn checkout_in(
         &self,
         tx: &mut Tx,
+        order_id: OrderId,
         checkout: CartCheckout,
         charged: &mut Charged,
     ) -> Result<NewOrder, OrdersError> {
@@ -155,8 +160,11 @@ impl Run<'_> {
             payment,
             idempotency,
         } = checkout;
-        let (cart, lines) = tx.load_cart(&cart_id).await?.ok_or(OrdersError::NotFound)?;
-        if cart.user_id != user.to_string() {
+        let (cart, lines) = tx
+            .load_cart(&cart_id.to_string())
+            .await?
+            .ok_or(OrdersError::NotFound)?;
+        if UserId::parse(&cart.user_id) != Some(user) {
             return Err(OrdersError::NotFound);
         }
         if let Some(order_id) = cart.order_id.clone() {
@@ -166,7 +174,7 @@ impl Run<'_> {
             return Err(OrdersError::EmptyCart);
         }
         let now = Utc::now().naive_utc();
-        let mut new = self.new_order(user, &cart, &lines, payment.token, now)?;
+        let mut new = self.new_order(order_id, user, &cart, &lines, payment.token, now)?;
         if let Some(binding) = &idempotency {
             if !tx.bind_key(binding, &new.order.id).await? {
                 return Err(OrdersError::IdempotencyKeyInUse);
@@ -303,17 +311,18 @@ impl Run<'_> {
     /// The order as created, before its outcome is known.
     fn new_order(
         &self,
-        user: Uuid,
+        id: OrderId,
+        user: UserId,
         cart: &CartRow,
         lines: &[CartItemRow],
         token: String,
         now: NaiveDateTime,
     ) -> Result<NewOrder, OrdersError> {
-        let order_id = Uuid::now_v7().to_string();
+        let order_id = id.to_string();
         let priced: Vec<(i64, i64)> = lines.iter().map(|l| (l.unit_price, l.quantity)).collect();
         let total = order_total(&priced).map_err(|e| OrdersError::Validation(vec![e]))?;
         let order = self.orders.pending_row(NewOrderRow {
-            id: order_id.clone(),
+            id,
             user,
             cart_id: Some(cart.id.clone()),
             currency: cart.currency.clone(),
@@ -366,7 +375,10 @@ impl Run<'_> {
         data: serde_json::Value,
         now: NaiveDateTime,
     ) {
-        let actor = Actor::User(Uuid::parse_str(&new.order.user_id).unwrap_or_default());
+        let actor = match UserId::parse(&new.order.user_id) {
+            Some(user) => Actor::User(user),
+            None => Actor::System,
+        };
         let (first, created) = created_records(&new.order, &new.items, &actor, now);
         let event_type = format!("order.{}", event_name(status));
         let outcome = audit_row(
