@@ -144,3 +144,39 @@ impl Settled {
         }
     }
 }
+
+/// A table of leased work, for the worker that drains it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeasedTable {
+    WebhookDeliveries,
+    Notifications,
+}
+
+impl LeasedTable {
+    pub fn name(self) -> &'static str {
+        match self {
+            LeasedTable::WebhookDeliveries => "webhook_deliveries",
+            LeasedTable::Notifications => "notifications",
+        }
+    }
+
+    /// Takes up to `limit` due rows for `token` until `until` (see
+    /// [`crate::claim_due`]); the ids taken.
+    pub async fn claim_due(
+        self,
+        conn: &mut super::DbConn,
+        limit: i64,
+        token: &str,
+        until: chrono::NaiveDateTime,
+        now: chrono::NaiveDateTime,
+    ) -> diesel::QueryResult<Vec<String>> {
+        match self {
+            LeasedTable::WebhookDeliveries => {
+                crate::claim_due!(conn, webhook_deliveries, limit, token, until, now)
+            }
+            LeasedTable::Notifications => {
+                crate::claim_due!(conn, notifications, limit, token, until, now)
+            }
+        }
+    }
+}

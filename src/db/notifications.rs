@@ -75,17 +75,6 @@ pub async fn for_order(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<Not
     })
 }
 
-/// Takes up to `limit` due notifications for `token` (see [`crate::claim_due`]).
-pub async fn claim_due(
-    conn: &mut DbConn,
-    limit: i64,
-    token: &str,
-    until: NaiveDateTime,
-    now: NaiveDateTime,
-) -> QueryResult<Vec<String>> {
-    crate::claim_due!(conn, notifications, limit, token, until, now)
-}
-
 /// Records one attempt while `token` still holds the notification.
 pub async fn settle(
     conn: &mut DbConn,

@@ -177,17 +177,6 @@ pub async fn find_delivery(conn: &mut DbConn, id: &str) -> QueryResult<Option<De
     })
 }
 
-/// Takes up to `limit` due deliveries for `token` (see [`crate::claim_due`]).
-pub async fn claim_due(
-    conn: &mut DbConn,
-    limit: i64,
-    token: &str,
-    until: NaiveDateTime,
-    now: NaiveDateTime,
-) -> QueryResult<Vec<String>> {
-    crate::claim_due!(conn, webhook_deliveries, limit, token, until, now)
-}
-
 /// Records one attempt while `token` still holds the delivery; false when
 /// the lease was lost (the outcome is then not recorded).
 pub async fn settle(

@@ -117,6 +117,7 @@ impl Events {
         )?;
         let (webhooks, task) = worker::spawn(
             Arc::new(webhook_queue),
+            db.clone(),
             WorkerConfig {
                 concurrency: w.concurrency,
                 poll_interval: Duration::from_millis(w.poll_interval_ms),
@@ -141,6 +142,7 @@ impl Events {
                 },
                 smtp_timeout * 3,
             )),
+            db.clone(),
             WorkerConfig {
                 concurrency: 4,
                 poll_interval: Duration::from_millis(w.poll_interval_ms),

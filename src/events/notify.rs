@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::Utc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use secrecy::ExposeSecret;
@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use super::retry::RetryPolicy;
 use super::worker::{record_outcome, Queue};
 use crate::config::{NotificationSettings, NotifierKind, SmtpTls};
-use crate::db::leases::Settled;
+use crate::db::leases::{LeasedTable, Settled};
 use crate::db::notifications::{self, NotificationRow};
 use crate::db::outbox::OutboxEvent;
 use crate::db::{outbox, Database};
@@ -233,7 +233,7 @@ impl NotificationQueue {
         }
     }
 
-    async fn attempt(&self, id: &str, token: &str) -> anyhow::Result<()> {
+    async fn send(&self, id: &str, token: &str) -> anyhow::Result<()> {
         let mut conn = self.db.conn().await?;
         let Some(row) = notifications::find(&mut conn, id).await? else {
             return Ok(());
@@ -306,31 +306,10 @@ impl NotificationQueue {
 }
 
 impl Queue for NotificationQueue {
-    fn name(&self) -> &'static str {
-        "notifications"
-    }
+    const TABLE: LeasedTable = LeasedTable::Notifications;
 
-    fn claim<'a>(
-        &'a self,
-        limit: i64,
-        token: &'a str,
-        until: NaiveDateTime,
-        now: NaiveDateTime,
-    ) -> BoxFuture<'a, anyhow::Result<Vec<String>>> {
-        async move {
-            let mut conn = self.db.conn().await?;
-            Ok(notifications::claim_due(&mut conn, limit, token, until, now).await?)
-        }
-        .boxed()
-    }
-
-    fn process(self: Arc<Self>, id: String, token: String) -> BoxFuture<'static, ()> {
-        async move {
-            if let Err(e) = self.attempt(&id, &token).await {
-                tracing::warn!(notification.id = %id, error = %e, "notification attempt could not run");
-            }
-        }
-        .boxed()
+    fn attempt<'a>(&'a self, id: &'a str, token: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.send(id, token).boxed()
     }
 }
 

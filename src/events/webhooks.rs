@@ -6,10 +6,9 @@
 //! A 2xx within `webhooks.timeout_ms` is success; anything else (another
 //! status, a timeout, a refused connection, a redirect) is a failed attempt.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Utc};
+use chrono::Utc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use hmac::{Hmac, Mac};
@@ -17,7 +16,7 @@ use sha2::Sha256;
 
 use super::retry::RetryPolicy;
 use super::worker::{record_outcome, Queue};
-use crate::db::leases::Settled;
+use crate::db::leases::{LeasedTable, Settled};
 use crate::db::outbox::OutboxEvent;
 use crate::db::webhooks::{self, DeliveryRow, WebhookRow};
 use crate::db::{outbox, Database};
@@ -80,7 +79,7 @@ impl WebhookQueue {
         })
     }
 
-    async fn attempt(&self, id: &str, token: &str) -> anyhow::Result<()> {
+    async fn deliver(&self, id: &str, token: &str) -> anyhow::Result<()> {
         let mut conn = self.db.conn().await?;
         let Some(delivery) = webhooks::find_delivery(&mut conn, id).await? else {
             return Ok(()); // its endpoint was deleted, and the delivery with it
@@ -223,32 +222,10 @@ fn log_outcome(
 }
 
 impl Queue for WebhookQueue {
-    fn name(&self) -> &'static str {
-        "webhooks"
-    }
+    const TABLE: LeasedTable = LeasedTable::WebhookDeliveries;
 
-    fn claim<'a>(
-        &'a self,
-        limit: i64,
-        token: &'a str,
-        until: NaiveDateTime,
-        now: NaiveDateTime,
-    ) -> BoxFuture<'a, anyhow::Result<Vec<String>>> {
-        async move {
-            let mut conn = self.db.conn().await?;
-            Ok(webhooks::claim_due(&mut conn, limit, token, until, now).await?)
-        }
-        .boxed()
-    }
-
-    fn process(self: Arc<Self>, id: String, token: String) -> BoxFuture<'static, ()> {
-        async move {
-            if let Err(e) = self.attempt(&id, &token).await {
-                // Left leased: tried again once the lease runs out.
-                tracing::warn!(delivery.id = %id, error = %e, "webhook attempt could not run");
-            }
-        }
-        .boxed()
+    fn attempt<'a>(&'a self, id: &'a str, token: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.deliver(id, token).boxed()
     }
 }
 

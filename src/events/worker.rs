@@ -12,23 +12,17 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::Stop;
+use crate::db::leases::LeasedTable;
+use crate::db::Database;
 
-/// A table of due work.
+/// What to do with one due row of a leased table.
 pub trait Queue: Send + Sync + 'static {
-    /// For logs.
-    fn name(&self) -> &'static str;
+    /// The table whose due rows it works on.
+    const TABLE: LeasedTable;
 
-    /// Takes up to `limit` due rows under `token` until `until`.
-    fn claim<'a>(
-        &'a self,
-        limit: i64,
-        token: &'a str,
-        until: chrono::NaiveDateTime,
-        now: chrono::NaiveDateTime,
-    ) -> BoxFuture<'a, anyhow::Result<Vec<String>>>;
-
-    /// One attempt at the row `id`, recorded under `token`.
-    fn process(self: Arc<Self>, id: String, token: String) -> BoxFuture<'static, ()>;
+    /// One attempt at the row `id`, recorded under `token`. An error leaves
+    /// the row leased: it is tried again once the lease runs out.
+    fn attempt<'a>(&'a self, id: &'a str, token: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +37,11 @@ pub struct WorkerConfig {
 /// The task ends after a stop, once its attempts in flight have finished.
 pub fn spawn<Q: Queue>(
     queue: Arc<Q>,
+    db: Database,
     config: WorkerConfig,
     stop: Stop,
 ) -> (Arc<Notify>, JoinHandle<()>) {
+    let table = Q::TABLE;
     let wake = Arc::new(Notify::new());
     let woken = wake.clone();
     let task = tokio::spawn(async move {
@@ -65,9 +61,9 @@ pub fn spawn<Q: Queue>(
                 break;
             }
             let limit = 1 + slots.available_permits() as i64;
-            let token = format!("{}-{}", queue.name(), uuid::Uuid::now_v7());
+            let token = format!("{}-{}", table.name(), uuid::Uuid::now_v7());
             let now = Utc::now().naive_utc();
-            match queue.claim(limit, &token, now + lease, now).await {
+            match claim(&db, table, limit, &token, now + lease, now).await {
                 Ok(ids) if ids.is_empty() => {
                     failures = 0;
                     drop(first);
@@ -87,9 +83,11 @@ pub fn spawn<Q: Queue>(
                         else {
                             break;
                         };
-                        let work = queue.clone().process(id, token.clone());
+                        let (queue, token) = (queue.clone(), token.clone());
                         tokio::spawn(async move {
-                            work.await;
+                            if let Err(e) = queue.attempt(&id, &token).await {
+                                tracing::warn!(queue = table.name(), row.id = %id, error = %e, "attempt could not run; tried again when its lease runs out");
+                            }
                             drop(slot);
                         });
                     }
@@ -97,7 +95,7 @@ pub fn spawn<Q: Queue>(
                 Err(e) => {
                     drop(first);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(queue = queue.name(), error = %e, "cannot take due work; retrying");
+                    tracing::warn!(queue = table.name(), error = %e, "cannot take due work; retrying");
                     let pause = config.poll_interval * failures.min(20);
                     stop.sleep(pause.min(Duration::from_secs(5))).await;
                 }
@@ -107,6 +105,19 @@ pub fn spawn<Q: Queue>(
         let _ = slots.acquire_many(concurrency as u32).await;
     });
     (wake, task)
+}
+
+/// Takes due rows of `table` on a connection held only for the statement.
+async fn claim(
+    db: &Database,
+    table: LeasedTable,
+    limit: i64,
+    token: &str,
+    until: chrono::NaiveDateTime,
+    now: chrono::NaiveDateTime,
+) -> anyhow::Result<Vec<String>> {
+    let mut conn = db.conn().await?;
+    Ok(table.claim_due(&mut conn, limit, token, until, now).await?)
 }
 
 /// Runs `record` (writing an attempt's outcome) up to five times over about
