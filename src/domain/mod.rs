@@ -6,6 +6,7 @@ pub mod inventory;
 pub mod network;
 pub mod order;
 pub mod product;
+pub mod saga;
 pub mod user;
 
 /// A field-level validation failure: which input field, and why.
