@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use orderflow::actors::sku_batch::plan;
-use orderflow::actors::Inventory;
 use orderflow::cache::ProductCache;
 use orderflow::catalog::Catalog;
 use orderflow::config::{Environment, Settings};
 use orderflow::db::Database;
 use orderflow::domain::inventory::{SkuStock, StockLevels, StockOp};
 use orderflow::domain::product::NewProduct;
+use orderflow::inventory::batch::plan;
+use orderflow::inventory::Inventory;
 use secrecy::SecretString;
 use uuid::Uuid;
 

@@ -1,5 +1,5 @@
 //! Catalog use cases: create, read, list and change products. Stock changes
-//! go through the SKU actors (`actors::Inventory`). Single-product reads are
+//! go through the SKU actors (`inventory::Inventory`). Single-product reads are
 //! served from the product cache, which every product or stock write
 //! invalidates before it is acknowledged (see `cache`); misses read the
 //! database, which every engine process writes through.

@@ -4,14 +4,15 @@
 //! - the HTTP shell: `http` (routes, extractors, one `ApiError`, one thin
 //!   module per resource), wired by `startup` and started by `cli`;
 //! - services by business area: `orders` (carts, checkout, the order actor
-//!   and its saga, refunds, views), `catalog` and `cache` (products and their
+//!   and its saga, refunds, views), `inventory` (the SKU actor, its holds and
+//!   group commit, the `Inventory` handle), `catalog` and `cache` (products and their
 //!   read cache), `payments` (the provider trait, sandbox, PayPal), `events`
 //!   (outbox relay, bus, webhooks, notifications, analytics), `auth`
 //!   (accounts, passwords, tokens), `idempotency` (keys and stored answers),
 //!   `rate_limit`, `health`;
-//! - plumbing: `actors` (the actor runtime, and for now the inventory SKU
-//!   actor and its `Inventory` handle), `db` (one query layer over PostgreSQL
-//!   and SQLite), `domain` (pure types and state machines), `config`
+//! - plumbing: `actors` (the actor runtime: registry, bounded mailboxes,
+//!   serial and driven actors), `db` (one query layer over PostgreSQL and
+//!   SQLite), `domain` (pure types and state machines), `config`
 //!   (typed settings), `redis_conn`, `outbound` (rules for the engine's outbound
 //!   HTTP), `telemetry` (logs and metrics).
 //!
@@ -30,6 +31,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod idempotency;
+pub mod inventory;
 pub mod orders;
 pub mod outbound;
 pub mod payments;

@@ -14,7 +14,6 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
-use crate::actors::Inventory;
 use crate::auth::accounts::Accounts;
 use crate::auth::token::TokenService;
 use crate::cache::ProductCache;
@@ -33,6 +32,7 @@ use crate::http::integrations::StoqSecret;
 use crate::http::request_telemetry::RequestTelemetry;
 use crate::http::write_limits::WriteLimits;
 use crate::idempotency::Idempotency;
+use crate::inventory::Inventory;
 use crate::orders::{choose_engine, Carts, Checkout, CheckoutEngines, Orders};
 use crate::payments::Payments;
 use crate::redis_conn::RedisConn;

@@ -18,11 +18,11 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
-use crate::actors::InventoryError;
 use crate::auth::accounts::AccountError;
 use crate::catalog::CatalogError;
 use crate::db::DbError;
 use crate::domain::FieldError;
+use crate::inventory::InventoryError;
 
 /// What a client is told to wait before retrying a 503.
 const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;

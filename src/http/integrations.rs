@@ -19,10 +19,10 @@ use sha2::Sha256;
 use super::errors::ApiError;
 use super::extract::parse_json;
 use super::schemas::{ErrorEnvelope, StoqAck};
-use crate::actors::{EventRestock, Inventory};
 use crate::db::events::{self, NewEventRow};
 use crate::db::Database;
 use crate::domain::inventory::{Sku, MAX_STOCK_CHANGE};
+use crate::inventory::{EventRestock, Inventory};
 
 pub const SIGNATURE_HEADER: &str = "x-stoq-signature";
 pub const RESTOCK_SUBMITTED: &str = "stoq:restock-modal:submitted";
@@ -116,7 +116,7 @@ pub async fn stoq_events(
         {
             Ok(EventRestock::Applied(_)) => "applied",
             Ok(EventRestock::Duplicate) => "duplicate",
-            Err(crate::actors::InventoryError::UnknownSku) => {
+            Err(crate::inventory::InventoryError::UnknownSku) => {
                 return Err(ApiError::field("data.sku", "no such product"));
             }
             Err(e) => return Err(e.into()),

@@ -10,8 +10,8 @@ use super::extract::path_sku;
 use super::extract::Json;
 use super::identity::AdminUser;
 use super::schemas::ErrorEnvelope;
-use crate::actors::{Inventory, SkuSnapshot, StockLoadError};
 use crate::domain::inventory::Reservation;
+use crate::inventory::{Inventory, SkuSnapshot, StockLoadError};
 
 const REASON_MAX_CHARS: usize = 500;
 

@@ -8,10 +8,10 @@ use super::extract::{path_sku, Json};
 use super::identity::{AdminUser, AuthUser};
 use super::pagination::{Page, PageQuery};
 use super::schemas::ErrorEnvelope;
-use crate::actors::Inventory;
 use crate::catalog::{Catalog, Product};
 use crate::domain::inventory::Sku;
 use crate::domain::product::{NewProduct, ProductPatch};
+use crate::inventory::Inventory;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

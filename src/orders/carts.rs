@@ -16,7 +16,6 @@ use serde::Serialize;
 use super::views::ItemView;
 use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder, PricedLine};
 use crate::actors::serial::SerialPool;
-use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::config::ActorSettings;
 use crate::db::carts::{self as carts_db, CartItemRow, CartRow, LineWrite};
@@ -27,6 +26,7 @@ use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::{CartStatus, MAX_LINES};
 use crate::domain::product::Currency;
 use crate::domain::FieldError;
+use crate::inventory::Inventory;
 
 const KIND_CART: &str = "cart";
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);

@@ -25,7 +25,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::actors::serial::{ActorError, SerialPool};
-use crate::actors::Inventory;
 use crate::catalog::Catalog;
 use crate::config::{CaptureMode, Settings};
 use crate::db::idempotency::Binding;
@@ -34,6 +33,7 @@ use crate::db::{Database, DbError};
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
 use crate::domain::FieldError;
+use crate::inventory::Inventory;
 use crate::payments::Payments;
 
 pub use carts::{CartView, Carts, LineChange};

@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{Loaded, Orders};
-use crate::actors::InventoryError;
 use crate::db::orders::{self as orders_db, OrderItemRow, PaymentRow, RefundRow};
 use crate::db::DbError;
 use crate::domain::inventory::Sku;
 use crate::domain::order::{FoundPayment, Outcome, PaymentStatus, Step};
+use crate::inventory::InventoryError;
 use crate::payments::{Operation, PaymentError, PaymentRequest, PaymentResult};
 
 /// A step's outcome and the records that go with it.

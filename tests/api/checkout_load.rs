@@ -78,7 +78,7 @@ async fn settle_accepted(t: &mut Tally, status_of: impl AsyncFn(&str) -> String)
 
 /// Stock conservation from the ledger, and nothing left reserved.
 async fn assert_stock_conserved(db: &orderflow::db::Database, sold: i64) {
-    let state = orderflow::actors::sku_batch::load(db, HOT)
+    let state = orderflow::inventory::batch::load(db, HOT)
         .await
         .expect("stock");
     let levels = state.stock.levels();
@@ -136,7 +136,7 @@ async fn flash_sale_through_checkout(backend: Backend) {
         for (_, status) in orderflow::db::orders::statuses(&mut conn).await.unwrap() {
             *statuses.entry(status).or_insert(0) += 1;
         }
-        let state = orderflow::actors::sku_batch::load(&db, HOT)
+        let state = orderflow::inventory::batch::load(&db, HOT)
             .await
             .expect("stock");
         panic!(
@@ -415,7 +415,7 @@ async fn kill_9_mid_checkout_loses_no_acknowledged_order(backend: Backend) {
         }
     }
     // No reservation is left for an order that is not pending.
-    let state = orderflow::actors::sku_batch::load(&db, HOT)
+    let state = orderflow::inventory::batch::load(&db, HOT)
         .await
         .expect("stock");
     let held: HashSet<String> = state

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use orderflow::actors::{Inventory, InventoryError};
 use orderflow::catalog::Catalog;
 use orderflow::db::inventory::ledger_totals;
 use orderflow::db::Database;
 use orderflow::domain::inventory::Sku;
 use orderflow::domain::product::NewProduct;
+use orderflow::inventory::{Inventory, InventoryError};
 use uuid::Uuid;
 
 use crate::support::actors::ActorEngine;
@@ -49,7 +49,7 @@ async fn rush(inventory: &Inventory, sku: &Sku, attempts: usize) -> (usize, usiz
 }
 
 async fn assert_conserved(db: &Database, sku: &Sku, on_hand: i64, reserved: i64) {
-    let state = orderflow::actors::sku_batch::load(db, sku.as_str())
+    let state = orderflow::inventory::batch::load(db, sku.as_str())
         .await
         .unwrap();
     let levels = state.stock.levels();
@@ -188,7 +188,7 @@ async fn expired_reservations_of_a_stopped_actor_are_released_by_the_sweeper(bac
         "the sweeper wakes the SKU and releases",
         Duration::from_secs(20),
         || async {
-            let state = orderflow::actors::sku_batch::load(&engine.db, sku.as_str())
+            let state = orderflow::inventory::batch::load(&engine.db, sku.as_str())
                 .await
                 .unwrap();
             state.stock.levels().reserved == 0
@@ -370,7 +370,7 @@ async fn a_database_outage_answers_every_waiting_caller_and_the_actor_recovers()
         },
     )
     .await;
-    let state = orderflow::actors::sku_batch::load(&engine.db, sku.as_str())
+    let state = orderflow::inventory::batch::load(&engine.db, sku.as_str())
         .await
         .unwrap();
     let reserved = state.stock.levels().reserved;

@@ -2,11 +2,11 @@
 //! I1 and I2 even when two writers (two engine processes) hold stale views.
 
 use chrono::{Duration, Utc};
-use orderflow::actors::sku_batch::{self, LoadError};
 use orderflow::db::inventory::{ledger_totals, NewMovementRow};
 use orderflow::db::products::{self, NewProductRow};
 use orderflow::db::Database;
 use orderflow::domain::inventory::{StockError, StockOp, StockOutcome};
+use orderflow::inventory::batch::{self, LoadError};
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -65,9 +65,9 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     create_sku(&db, "hot-1", 3).await;
 
     // Two "processes" load the same state, then both try to take 2 of 3 units.
-    let first = sku_batch::load(&db, "hot-1").await.unwrap();
+    let first = batch::load(&db, "hot-1").await.unwrap();
     let second = first.clone();
-    let (after_first, results) = sku_batch::run(&db, "hot-1", first, &[reserve(2)], 0, None)
+    let (after_first, results) = batch::run(&db, "hot-1", first, &[reserve(2)], 0, None)
         .await
         .unwrap();
     assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
@@ -76,7 +76,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     // The stale writer's plan passes locally but the guarded write refuses it;
     // it reloads and answers truthfully.
     let (after_second, results) =
-        sku_batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0, None)
+        batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0, None)
             .await
             .unwrap();
     assert!(
@@ -96,7 +96,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
     assert_eq!(after_second.stock.levels().available(), 0);
 
     // I1 in the database, I2 in the ledger.
-    let reloaded = sku_batch::load(&db, "hot-1").await.unwrap();
+    let reloaded = batch::load(&db, "hot-1").await.unwrap();
     let levels = reloaded.stock.levels();
     assert_eq!((levels.on_hand, levels.reserved), (3, 3));
     let mut conn = db.conn().await.unwrap();
@@ -109,7 +109,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
 async fn commit_release_and_expiry_are_persisted(backend: Backend) {
     let (db, _guard) = database(backend).await;
     create_sku(&db, "sku-2", 10).await;
-    let state = sku_batch::load(&db, "sku-2").await.unwrap();
+    let state = batch::load(&db, "sku-2").await.unwrap();
     let (kept, released) = (reserve(4), reserve(3));
     let order = |op: &StockOp| match op {
         StockOp::Reserve { order_id, .. } => *order_id,
@@ -122,7 +122,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
         expires_at: Utc::now() - Duration::seconds(1),
     };
     // First batch: the reservations exist in the database afterwards...
-    let (state, results) = sku_batch::run(
+    let (state, results) = batch::run(
         &db,
         "sku-2",
         state,
@@ -151,12 +151,12 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
             reason: "damaged".into(),
         },
     ];
-    let (_, results) = sku_batch::run(&db, "sku-2", state, &ops, 0, None)
+    let (_, results) = batch::run(&db, "sku-2", state, &ops, 0, None)
         .await
         .unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
-    let reloaded = sku_batch::load(&db, "sku-2").await.unwrap();
+    let reloaded = batch::load(&db, "sku-2").await.unwrap();
     let levels = reloaded.stock.levels();
     // 10 - 4 sold + 5 restocked - 1 adjusted; nothing left reserved.
     assert_eq!((levels.on_hand, levels.reserved), (10, 0));
@@ -168,7 +168,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
 async fn unknown_sku_is_reported(backend: Backend) {
     let (db, _guard) = database(backend).await;
     assert!(matches!(
-        sku_batch::load(&db, "nope").await,
+        batch::load(&db, "nope").await,
         Err(LoadError::UnknownSku)
     ));
 }

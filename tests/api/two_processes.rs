@@ -48,7 +48,7 @@ async fn rush_worker() {
     for result in futures_util::future::join_all(tries).await {
         match result {
             Ok(_) => println!("WON"),
-            Err(orderflow::actors::InventoryError::OutOfStock { .. }) => println!("REFUSED"),
+            Err(orderflow::inventory::InventoryError::OutOfStock { .. }) => println!("REFUSED"),
             Err(e) => println!("ERROR {e}"),
         }
     }
@@ -130,7 +130,7 @@ async fn two_engine_processes_sell_each_unit_once() {
         "every other attempt was refused"
     );
 
-    let state = orderflow::actors::sku_batch::load(&engine.db, SKU)
+    let state = orderflow::inventory::batch::load(&engine.db, SKU)
         .await
         .expect("state");
     let levels = state.stock.levels();

@@ -4,9 +4,9 @@
 
 use std::thread::JoinHandle;
 
-use orderflow::actors::Inventory;
 use orderflow::config::Settings;
 use orderflow::db::Database;
+use orderflow::inventory::Inventory;
 use secrecy::SecretString;
 
 use super::app::test_settings;

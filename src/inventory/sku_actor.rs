@@ -3,7 +3,7 @@
 //!
 //! Group commit: while one database write is in flight, arriving operations
 //! queue; when it finishes, the next write applies all of them in one
-//! transaction (see `sku_batch`) and then answers each. A failed write answers
+//! transaction (see `batch`) and then answers each. A failed write answers
 //! every waiting caller with an error and reloads the state from the database.
 //! A timer releases expired reservations; an idle actor stops, and the
 //! registry starts a fresh one on demand.
@@ -18,23 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, Running,
-    WrapFuture,
-};
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-use super::mailbox::Slot;
-use super::sku_batch::{self, Committed, LoadError, OpResult, RunError};
+use super::batch::{self, Committed, LoadError, OpResult, RunError};
 use super::InventoryError;
+use crate::actors::driven::{Cx, Driven};
+use crate::actors::mailbox::Slot;
 use crate::cache::ProductCache;
 use crate::db::events::NewEventRow;
 use crate::db::Database;
 use crate::domain::inventory::{Reservation, StockLevels, StockOp, StockOutcome};
-
-/// How often an actor looks at its own expiries and idleness.
-const TICK: Duration = Duration::from_millis(500);
 
 /// What a caller sees of one SKU.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,7 +57,7 @@ pub(super) enum SkuReply {
     Duplicate,
 }
 
-struct Pending {
+pub(super) struct Pending {
     op: StockOp,
     reply: Option<Reply>,
     event: Option<NewEventRow>,
@@ -80,10 +74,6 @@ pub(super) struct SkuMessage {
     pub handled: Arc<AtomicBool>,
     /// Its place in the bounded mailbox, given back once handled (or dropped).
     pub slot: Slot,
-}
-
-impl Message for SkuMessage {
-    type Result = ();
 }
 
 enum State {
@@ -128,29 +118,29 @@ impl SkuActor {
 
     /// Loads (or reloads) the state; no message is handled meanwhile. Then
     /// carries on with whatever queued up.
-    fn load(&mut self, ctx: &mut Context<Self>) {
+    fn load(&mut self, cx: &mut Cx<'_, Self>) {
         self.state = State::Loading;
         let (db, sku) = (self.db.clone(), self.sku.clone());
-        ctx.wait(
-            async move { sku_batch::load(&db, &sku).await }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
-                    Ok(committed) => {
-                        act.state = State::Ready(committed);
-                        act.flush(ctx);
-                    }
-                    Err(LoadError::UnknownSku) => {
-                        act.state = State::Missing;
-                        act.answer_queue(|| InventoryError::UnknownSku);
-                    }
-                    Err(e) => {
-                        tracing::error!(sku = %act.sku, error = %e, "could not load inventory; stopping the actor");
-                        let cause = e.to_string();
-                        act.answer_queue(|| InventoryError::Unavailable(cause.clone()));
-                        ctx.stop();
-                    }
-                }),
-        );
+        cx.wait(async move { Work::Loaded(batch::load(&db, &sku).await) });
+    }
+
+    fn loaded(&mut self, result: Result<Committed, LoadError>, cx: &mut Cx<'_, Self>) {
+        match result {
+            Ok(committed) => {
+                self.state = State::Ready(committed);
+                self.flush(cx);
+            }
+            Err(LoadError::UnknownSku) => {
+                self.state = State::Missing;
+                self.answer_queue(|| InventoryError::UnknownSku);
+            }
+            Err(e) => {
+                tracing::error!(sku = %self.sku, error = %e, "could not load inventory; stopping the actor");
+                let cause = e.to_string();
+                self.answer_queue(|| InventoryError::Unavailable(cause.clone()));
+                cx.stop();
+            }
+        }
     }
 
     /// Answers every queued operation with an error.
@@ -161,7 +151,7 @@ impl SkuActor {
     }
 
     /// Starts the next group commit if none is in flight.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    fn flush(&mut self, cx: &mut Cx<'_, Self>) {
         if self.writing || self.queue.is_empty() {
             return;
         }
@@ -185,63 +175,72 @@ impl SkuActor {
         metrics::counter!("inventory_batches_total").increment(1);
         self.writing = true;
         let started = Instant::now();
-        ctx.spawn(
-            async move {
-                let version_before = current.version;
-                let result = sku_batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await;
-                // Cached product documents show availability: invalidate
-                // before any caller hears that the write happened.
-                if matches!(&result, Ok((committed, _)) if committed.version != version_before) {
-                    cache.invalidate(&sku).await;
-                }
-                result
+        cx.spawn(async move {
+            let version_before = current.version;
+            let result = batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await;
+            // Cached product documents show availability: invalidate
+            // before any caller hears that the write happened.
+            if matches!(&result, Ok((committed, _)) if committed.version != version_before) {
+                cache.invalidate(&sku).await;
             }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                act.writing = false;
-                metrics::histogram!("inventory_batch_duration_seconds").record(started.elapsed().as_secs_f64());
-                match result {
-                    Ok((committed, results)) => {
-                        answer(&act.sku, pending, results, &committed);
-                        let stale = committed.stale_levels.is_some();
-                        act.state = State::Ready(committed);
-                        if stale {
-                            // The write committed but the state could not be
-                            // re-read; read it before the next batch.
-                            act.load(ctx);
-                            return;
-                        }
-                    }
-                    Err(RunError::Load(LoadError::UnknownSku)) => {
-                        act.state = State::Missing;
-                        for p in pending {
-                            send(p.reply, Err(InventoryError::UnknownSku));
-                        }
-                        act.answer_queue(|| InventoryError::UnknownSku);
-                    }
-                    Err(RunError::DuplicateEvent) => {
-                        for p in pending {
-                            send(p.reply, Ok(SkuReply::Duplicate));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(sku = %act.sku, error = %e, "inventory write failed; reloading");
-                        for p in pending {
-                            send(p.reply, Err(InventoryError::Unavailable(e.to_string())));
-                        }
-                        act.load(ctx);
-                        return;
-                    }
-                }
-                act.flush(ctx);
-            }),
-        );
+            Work::Written {
+                pending,
+                result,
+                started,
+            }
+        });
     }
 
-    fn tick(&mut self, ctx: &mut Context<Self>) {
+    fn written(
+        &mut self,
+        pending: Vec<Pending>,
+        result: Result<(Committed, Vec<OpResult>), RunError>,
+        started: Instant,
+        cx: &mut Cx<'_, Self>,
+    ) {
+        self.writing = false;
+        metrics::histogram!("inventory_batch_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok((committed, results)) => {
+                answer(&self.sku, pending, results, &committed);
+                let stale = committed.stale_levels.is_some();
+                self.state = State::Ready(committed);
+                if stale {
+                    // The write committed but the state could not be
+                    // re-read; read it before the next batch.
+                    self.load(cx);
+                    return;
+                }
+            }
+            Err(RunError::Load(LoadError::UnknownSku)) => {
+                self.state = State::Missing;
+                for p in pending {
+                    send(p.reply, Err(InventoryError::UnknownSku));
+                }
+                self.answer_queue(|| InventoryError::UnknownSku);
+            }
+            Err(RunError::DuplicateEvent) => {
+                for p in pending {
+                    send(p.reply, Ok(SkuReply::Duplicate));
+                }
+            }
+            Err(e) => {
+                tracing::error!(sku = %self.sku, error = %e, "inventory write failed; reloading");
+                for p in pending {
+                    send(p.reply, Err(InventoryError::Unavailable(e.to_string())));
+                }
+                self.load(cx);
+                return;
+            }
+        }
+        self.flush(cx);
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_, Self>) {
         match &self.state {
             // Not remembered: the SKU may be created any moment.
-            State::Missing => ctx.stop(),
+            State::Missing => cx.stop(),
             State::Loading => {}
             State::Ready(committed) => {
                 if committed
@@ -256,9 +255,9 @@ impl SkuActor {
                     });
                 }
                 if !self.queue.is_empty() {
-                    self.flush(ctx);
+                    self.flush(cx);
                 } else if !self.writing && self.last_activity.elapsed() >= self.idle_timeout {
-                    ctx.stop();
+                    cx.stop();
                 }
             }
         }
@@ -305,35 +304,54 @@ fn send(reply: Option<Reply>, result: Result<SkuReply, InventoryError>) {
     }
 }
 
-impl Actor for SkuActor {
-    type Context = Context<Self>;
+/// Async work of the actor, reported back to it.
+pub(super) enum Work {
+    Loaded(Result<Committed, LoadError>),
+    Written {
+        pending: Vec<Pending>,
+        result: Result<(Committed, Vec<OpResult>), RunError>,
+        started: Instant,
+    },
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.load(ctx);
-        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+impl Driven for SkuActor {
+    type Message = SkuMessage;
+    type Done = Work;
+    /// How often an actor looks at its own expiries and idleness.
+    const TICK: Duration = Duration::from_millis(500);
+
+    fn started(&mut self, cx: &mut Cx<'_, Self>) {
+        self.load(cx);
+    }
+
+    fn done(&mut self, work: Work, cx: &mut Cx<'_, Self>) {
+        match work {
+            Work::Loaded(result) => self.loaded(result, cx),
+            Work::Written {
+                pending,
+                result,
+                started,
+            } => self.written(pending, result, started, cx),
+        }
+    }
+
+    fn tick(&mut self, cx: &mut Cx<'_, Self>) {
+        self.on_tick(cx);
     }
 
     /// Never stop with work in hand: every handled message gets its answer.
-    fn stopping(&mut self, _ctx: &mut Context<Self>) -> Running {
-        if self.writing || (!self.queue.is_empty() && matches!(self.state, State::Ready(_))) {
-            Running::Continue
-        } else {
-            Running::Stop
-        }
+    fn may_stop(&self) -> bool {
+        !(self.writing || (!self.queue.is_empty() && matches!(self.state, State::Ready(_))))
     }
-}
 
-impl Handler<SkuMessage> for SkuActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SkuMessage, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SkuMessage, cx: &mut Cx<'_, Self>) {
         // Out of the mailbox: its slot is free before any answer goes out.
         drop(msg.slot);
         msg.handled.store(true, Ordering::SeqCst);
         self.last_activity = Instant::now();
         match (&self.state, msg.request) {
             (State::Missing, _) => send(msg.reply, Err(InventoryError::UnknownSku)),
-            // Not reachable while loads hold the mailbox (`ctx.wait`); kept
+            // Not reachable while loads hold the mailbox (`Cx::wait`); kept
             // as an answer rather than a silent drop.
             (State::Loading, _) => send(
                 msg.reply,
@@ -351,7 +369,7 @@ impl Handler<SkuMessage> for SkuActor {
                     reply: msg.reply,
                     event: None,
                 });
-                self.flush(ctx);
+                self.flush(cx);
             }
             (State::Ready(_), SkuRequest::ExternalOp(op, event)) => {
                 self.queue.push(Pending {
@@ -359,7 +377,7 @@ impl Handler<SkuMessage> for SkuActor {
                     reply: msg.reply,
                     event: Some(event),
                 });
-                self.flush(ctx);
+                self.flush(cx);
             }
         }
     }
