@@ -4,15 +4,10 @@
 //! start. (The baseline's and the audit's behaviour inside the engine is
 //! tested with the engine's suite, in tests/api/baseline.rs.)
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use orderflow_bench::engine::{Engine, LaunchOptions, ADMIN_EMAIL, ADMIN_PASSWORD};
 use serde_json::{json, Value};
-
-const ADMIN_EMAIL: &str = "bench-test-admin@example.com";
-const ADMIN_PASSWORD: &str = "bench-test-admin-password";
 
 /// The PostgreSQL server the test command provides.
 fn postgres_admin_url() -> String {
@@ -130,69 +125,25 @@ fn the_bench_runs_each_scenario_on_postgres() {
     run_scenarios(Some(postgres_admin_url()));
 }
 
-/// An engine the test starts itself, on an SQLite file of its own; killed
-/// when dropped.
-struct RunningEngine {
-    child: Child,
-    address: String,
-    database_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RunningEngine {
-    fn start() -> RunningEngine {
-        let dir = tempfile::tempdir().unwrap();
-        let database_url = format!("sqlite://{}", dir.path().join("engine.db").display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orderflow-bench-engine"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("ORDERFLOW_ENV", "test")
-            .env(
-                "ORDERFLOW_CONFIG_DIR",
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config"),
-            )
-            .env("ORDERFLOW__HTTP__PORT", "0")
-            .env("ORDERFLOW__DATABASE__URL", &database_url)
-            .env("ORDERFLOW__AUTH__BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL)
-            .env("ORDERFLOW__AUTH__BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("ORDERFLOW__RATE_LIMITS__WRITES_PER_USER", "0")
-            .env("ORDERFLOW__RATE_LIMITS__WRITES_PER_IP", "0")
-            .env("ORDERFLOW__TELEMETRY__LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting orderflow-bench-engine");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("orderflow listening on ") {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-            }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the engine starts listening");
-        RunningEngine {
-            child,
-            address,
-            database_url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RunningEngine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An engine started the way the bench starts one (a fresh SQLite file, the
+/// bench's admin account, write limits off), for the bench to drive as an
+/// engine it did not start.
+async fn running_engine(logs: &std::path::Path) -> Engine {
+    let options = LaunchOptions {
+        binary: env!("CARGO_BIN_EXE_orderflow-bench-engine").into(),
+        postgres: None,
+        redis: None,
+        payment_latency_ms: 0,
+        logs: logs.to_owned(),
+        settings: Vec::new(),
+    };
+    Engine::start(&options, "orderflow")
+        .await
+        .expect("starting orderflow-bench-engine")
 }
 
 /// Runs the bench against `app` with `args`; returns its report.
-fn bench_against(app: &RunningEngine, args: &[&str]) -> Value {
+fn bench_against(app: &Engine, args: &[&str]) -> Value {
     let out = tempfile::tempdir().unwrap();
     let output = bench(out.path())
         .args(args)
@@ -221,9 +172,10 @@ fn bench_against(app: &RunningEngine, args: &[&str]) -> Value {
 
 /// The bench against an engine it did not start: the invariant check reads
 /// the engine's database; a bad flag is a clear error.
-#[test]
-fn the_bench_drives_a_running_engine() {
-    let app = RunningEngine::start();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_drives_a_running_engine() {
+    let logs = tempfile::tempdir().unwrap();
+    let app = running_engine(logs.path()).await;
     let report = bench_against(
         &app,
         &[
@@ -283,4 +235,5 @@ fn the_bench_drives_a_running_engine() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown action `steal`"));
+    app.stop().await.expect("the engine stops");
 }

@@ -11,7 +11,6 @@
 //! See docs/benchmarks.md.
 
 mod api;
-mod engine;
 mod report;
 mod scenario;
 mod stats;
@@ -34,10 +33,10 @@ use orderflow::db::Database;
 use orderflow_bench::invariants;
 
 use crate::api::Api;
-use crate::engine::{Engine, LaunchOptions};
 use crate::report::{Machine, Report, RunReport};
 use crate::scenario::{Mix, Plan, Run, Scenario};
 use crate::stats::Recorder;
+use orderflow_bench::engine::{self, Engine, LaunchOptions};
 
 #[derive(Debug, Parser)]
 #[command(

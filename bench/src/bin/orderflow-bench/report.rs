@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use orderflow_bench::invariants::Audit;
 
-use crate::engine::Memory;
 use crate::scenario::{Outcome, Plan};
 use crate::stats::Measured;
+use orderflow_bench::engine::Memory;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
