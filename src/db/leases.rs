@@ -153,9 +153,10 @@ pub enum LeasedTable {
 }
 
 impl LeasedTable {
+    /// The queue's name in logs and lease tokens.
     pub fn name(self) -> &'static str {
         match self {
-            LeasedTable::WebhookDeliveries => "webhook_deliveries",
+            LeasedTable::WebhookDeliveries => "webhooks",
             LeasedTable::Notifications => "notifications",
         }
     }

@@ -4,9 +4,9 @@
 //! Every request must carry `X-Stoq-Signature: sha256=<hex HMAC-SHA256 of the
 //! raw body>` under `integrations.stoq.secret`; without a configured secret
 //! every event is refused. The signature is checked (in constant time) before
-//! the body is even parsed. Accepted events are recorded in `events` once per
-//! Stoq event id: a restock is recorded in the same transaction as the stock
-//! change, so a redelivered event is acknowledged and never applied twice.
+//! the body is even parsed; the event then goes to
+//! `Inventory::receive_stoq_event` (`inventory::stoq`), which records it once
+//! per Stoq event id and applies restocks.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -19,14 +19,10 @@ use sha2::Sha256;
 use super::errors::ApiError;
 use super::extract::parse_json;
 use super::schemas::{ErrorEnvelope, StoqAck};
-use crate::db::events::{self, NewEventRow};
-use crate::db::Database;
-use crate::domain::inventory::{Sku, MAX_STOCK_CHANGE};
-use crate::inventory::{EventRestock, Inventory};
+use crate::inventory::stoq::{StoqError, StoqEvent};
+use crate::inventory::Inventory;
 
 pub const SIGNATURE_HEADER: &str = "x-stoq-signature";
-pub const RESTOCK_SUBMITTED: &str = "stoq:restock-modal:submitted";
-const SOURCE: &str = "stoq";
 
 /// The configured Stoq secret, as app data.
 #[derive(Clone)]
@@ -35,7 +31,8 @@ pub struct StoqSecret(pub Option<SecretString>);
 /// Stoq's envelope. Unknown top-level fields are tolerated: the sender is
 /// another system that may add fields before we do.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct StoqEvent {
+#[schema(as = StoqEvent)]
+pub struct StoqEventBody {
     /// Stoq's event id: an event is applied once per id.
     #[schema(min_length = 1, max_length = 200)]
     id: String,
@@ -53,20 +50,13 @@ pub struct StoqEvent {
     data: serde_json::Value,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestockData {
-    sku: String,
-    quantity: i64,
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/integrations/stoq/events",
     tag = "integrations",
     params(("X-Stoq-Signature" = String, Header, pattern = "^sha256=[0-9a-fA-F]{64}$",
         description = "`sha256=<hex HMAC-SHA256 of the raw body>` under `integrations.stoq.secret`")),
-    request_body = StoqEvent,
+    request_body = StoqEventBody,
     responses(
         (status = 200, description = "Accepted (or acknowledged as a duplicate)", body = StoqAck),
         (status = 401, description = "`unauthorized`: a missing or wrong signature, or no secret configured", body = ErrorEnvelope,
@@ -79,61 +69,30 @@ pub async fn stoq_events(
     body: web::Bytes,
     secret: web::Data<StoqSecret>,
     inventory: web::Data<Inventory>,
-    db: web::Data<Database>,
 ) -> Result<HttpResponse, ApiError> {
     verify_signature(&req, &body, secret.0.as_ref())?;
-    let event: StoqEvent = parse_json(&body)?;
+    let event: StoqEventBody = parse_json(&body)?;
     if event.id.is_empty() || event.id.len() > 200 {
         return Err(ApiError::field("id", "must be 1-200 characters"));
     }
     if event.event_type.is_empty() || event.event_type.len() > 200 {
         return Err(ApiError::field("type", "must be 1-200 characters"));
     }
-    let row = NewEventRow {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: SOURCE.to_owned(),
-        external_id: Some(event.id.clone()),
-        name: event.event_type.clone(),
-        user_id: None,
-        properties: event.data.to_string(),
-        occurred_at: event.occurred_at.naive_utc(),
-        received_at: Utc::now().naive_utc(),
-    };
-    let status = if event.event_type == RESTOCK_SUBMITTED {
-        let data: RestockData = serde_json::from_value(event.data.clone())
-            .map_err(|e| ApiError::field("data", format!("must be {{sku, quantity}}: {e}")))?;
-        let sku = Sku::parse(&data.sku).map_err(|e| ApiError::field("data.sku", e.message))?;
-        if !(1..=MAX_STOCK_CHANGE).contains(&data.quantity) {
-            return Err(ApiError::field(
-                "data.quantity",
-                format!("must be between 1 and {MAX_STOCK_CHANGE}"),
-            ));
-        }
-        let note = Some(format!("stoq event {}", event.id));
-        match inventory
-            .restock_for_event(&sku, data.quantity, note, row)
-            .await
-        {
-            Ok(EventRestock::Applied(_)) => "applied",
-            Ok(EventRestock::Duplicate) => "duplicate",
-            Err(crate::inventory::InventoryError::UnknownSku) => {
-                return Err(ApiError::field("data.sku", "no such product"));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        // Other event types are recorded for the record; nothing to apply.
-        let mut conn = db.conn().await?;
-        if events::insert_if_new(&mut conn, &row)
-            .await
-            .map_err(crate::db::DbError::from)?
-        {
-            "recorded"
-        } else {
-            "duplicate"
-        }
-    };
-    Ok(HttpResponse::Ok().json(json!({ "id": event.id, "status": status })))
+    let id = event.id.clone();
+    let outcome = inventory
+        .receive_stoq_event(StoqEvent {
+            id: event.id,
+            event_type: event.event_type,
+            occurred_at: event.occurred_at,
+            data: event.data,
+        })
+        .await
+        .map_err(|e| match e {
+            StoqError::Invalid(field) => ApiError::field(field.field, field.message),
+            StoqError::Inventory(e) => e.into(),
+            StoqError::Db(e) => e.into(),
+        })?;
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "status": outcome.as_str() })))
 }
 
 fn verify_signature(

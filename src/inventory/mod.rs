@@ -11,6 +11,7 @@
 
 pub mod batch;
 mod sku_actor;
+pub mod stoq;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -94,18 +94,21 @@ enum Placement {
 }
 
 impl Placement {
-    fn of(claim: Option<Claim>) -> Placement {
+    fn of(claim: Option<Claim>) -> Result<Placement, OrdersError> {
         match claim {
             Some(Claim {
                 resource: Some(Resource::Order(id)),
                 ..
             }) => match OrderId::parse(&id) {
-                Some(id) => Placement::Placed(id),
-                // Not an order id: the key names nothing this can answer
-                // from; place afresh under it.
-                None => Placement::ToPlace(None),
+                Some(id) => Ok(Placement::Placed(id)),
+                // Never placed afresh: that could charge twice under one key.
+                None => Err(OrdersError::from(
+                    diesel::result::Error::DeserializationError(
+                        format!("an idempotency key is bound to {id:?}, not an order id").into(),
+                    ),
+                )),
             },
-            other => Placement::ToPlace(other.map(|c| c.binding)),
+            other => Ok(Placement::ToPlace(other.map(|c| c.binding))),
         }
     }
 }
@@ -173,8 +176,11 @@ impl Checkout {
         claim: Option<Claim>,
         wait: Wait,
     ) -> Result<CheckoutOutcome, OrdersError> {
-        let idempotency = match Placement::of(claim) {
-            Placement::Placed(order_id) => return self.outcome_of(&order_id).await,
+        let idempotency = match Placement::of(claim)? {
+            // A retry of a checkout that placed its order: the saga runs
+            // (it may have been interrupted) and is waited for as the first
+            // time.
+            Placement::Placed(order_id) => return self.run_saga(&order_id, wait).await,
             Placement::ToPlace(idempotency) => idempotency,
         };
         let Some(engine) = &self.engine else {
@@ -210,7 +216,7 @@ impl Checkout {
         claim: Option<Claim>,
         wait: Wait,
     ) -> Result<CheckoutOutcome, OrdersError> {
-        let order_id = match Placement::of(claim) {
+        let order_id = match Placement::of(claim)? {
             Placement::Placed(order_id) => order_id,
             Placement::ToPlace(idempotency) => {
                 let lines = lines

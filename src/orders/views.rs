@@ -78,11 +78,11 @@ pub struct OrderView {
 
 impl OrderView {
     /// The view of a stored order; a column the engine cannot read is an
-    /// error, never a guess.
+    /// error (500, a data fault), never a guess.
     pub fn new(row: OrderRow, items: Vec<OrderItemRow>) -> Result<OrderView, OrdersError> {
-        let status = parse(&row.status, OrderStatus::parse, "status")?;
-        let payment_status = parse(&row.payment_status, PaymentStatus::parse, "payment_status")?;
-        let user_id = parse(&row.user_id, UserId::parse, "user_id")?;
+        let status = read(&row.status, OrderStatus::parse, "status")?;
+        let payment_status = read(&row.payment_status, PaymentStatus::parse, "payment_status")?;
+        let user_id = read(&row.user_id, UserId::parse, "user_id")?;
         let shipping =
             (row.carrier.is_some() || row.tracking_number.is_some()).then(|| ShippingView {
                 carrier: row.carrier.clone(),
@@ -135,7 +135,7 @@ impl TryFrom<RefundRow> for RefundView {
 
     fn try_from(r: RefundRow) -> Result<Self, OrdersError> {
         Ok(RefundView {
-            status: parse(&r.status, RefundStatus::parse, "refunds.status")?,
+            status: read(&r.status, RefundStatus::parse, "refunds.status")?,
             id: r.id,
             order_id: r.order_id,
             amount: r.amount,
@@ -237,6 +237,15 @@ fn step_view(s: SagaStepRow) -> StepView {
     }
 }
 
+/// A stored column for a view: unreadable is a data fault, answered 500.
+fn read<T>(value: &str, parse: fn(&str) -> Option<T>, column: &str) -> Result<T, OrdersError> {
+    parse(value).ok_or_else(|| {
+        OrdersError::from(diesel::result::Error::DeserializationError(
+            format!("unreadable order column {column}: {value:?}").into(),
+        ))
+    })
+}
+
 fn parse<T>(value: &str, parse: fn(&str) -> Option<T>, column: &str) -> Result<T, OrdersError> {
     parse(value).ok_or_else(|| {
         OrdersError::Unavailable(format!("unreadable order column {column}: {value:?}"))
@@ -331,11 +340,7 @@ impl Orders {
         let row = orders_db::find(&mut conn, &order_id.to_string())
             .await?
             .ok_or(OrdersError::NotFound)?;
-        UserId::parse(&row.user_id).ok_or_else(|| {
-            OrdersError::from(diesel::result::Error::DeserializationError(
-                format!("order {order_id} has the user id {:?}", row.user_id).into(),
-            ))
-        })
+        read(&row.user_id, UserId::parse, "user_id")
     }
 
     pub async fn refund(&self, refund_id: &str) -> Result<RefundView, OrdersError> {

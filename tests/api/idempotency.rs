@@ -379,8 +379,64 @@ async fn in_use_and_expired_keys(backend: Backend) {
     assert_eq!(order_count(&app, &alice).await, 2);
 }
 
+/// The process dies after a cart's checkout placed its order, while the
+/// saga is still at the provider: the key is left running, bound to the
+/// order. A retry after the lock runs out takes the saga up and waits for it
+/// as the first request would have: the paid order, charged once, not a 202.
+async fn a_retried_cart_checkout_after_a_crash_waits_for_its_saga(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        // Each provider call takes a second: the saga is still running when
+        // the retry arrives; the retry may wait far longer than that.
+        s.payments.sandbox_latency_ms = 1000;
+        s.checkout.sync_wait_ms = 60_000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "IDEM-8", 900, 10).await;
+    let alice = app.customer_token().await;
+    let cart = app.cart_with(&alice, &[("IDEM-8", 1)]).await;
+    let path = format!("/api/v1/carts/{cart}/checkout");
+    let body = json!({"payment": {"token": "tok_ok"}});
+    let first = read(
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "crash-cart")
+            .header("Prefer", "respond-async")
+            .json(&body)
+            .send()
+            .await
+            .expect("request failed"),
+    )
+    .await;
+    first.assert_status(202);
+    let order = first.body["order_id"].as_str().unwrap().to_owned();
+
+    // As a crash leaves the key: running, answer unrecorded, lock out; the
+    // order's own transaction bound it.
+    let db = app.database().await;
+    update_key!(
+        db,
+        "crash-cart",
+        (
+            k::state.eq("running"),
+            k::response_status.eq(None::<i32>),
+            k::response_body.eq(None::<String>),
+            k::locked_until.eq(a_second_ago()),
+        )
+    );
+
+    let retry = keyed(&app, &path, Some(body), &alice, "crash-cart").await;
+    retry.assert_status(201);
+    assert_eq!(order_id_of(&retry), order, "answered from the order");
+    assert_eq!(retry.body["status"], "paid");
+    assert_eq!(order_count(&app, &alice).await, 1);
+    assert_eq!(app.sandbox().charges(&order), 1);
+}
+
 both_backends!(
     a_crash_between_effect_and_answer_does_not_charge_twice,
+    a_retried_cart_checkout_after_a_crash_waits_for_its_saga,
     in_use_and_expired_keys
 );
 

@@ -5,7 +5,7 @@
 //! [`CheckoutEngine`]; everything but the cart checkout is the engine's own.
 //!
 //! One database transaction per checkout: lock the cart's stock rows
-//! (`SELECT ... FOR UPDATE`; SQLite: `BEGIN IMMEDIATE`), check availability,
+//! (`SELECT ... FOR NO KEY UPDATE`; SQLite: `BEGIN IMMEDIATE`), check availability,
 //! authorize and capture while holding the locks, take the stock, and write
 //! the order in its final state with everything orderflow writes for it
 //! (items, payment records, audit trail, outbox events, a finished saga row),
