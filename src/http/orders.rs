@@ -13,14 +13,13 @@ use super::order_access::{order_id, visible};
 use super::pagination::{Page, PageQuery};
 use super::placing::{checkout_answer, parse_payment, wait_of, PaymentBody};
 use super::schemas::{CheckoutAccepted, ErrorEnvelope};
-use crate::db::orders::OrderFilter;
-use crate::domain::ids::OrderId;
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::inventory::Sku;
 use crate::domain::order::{parse_quantity, OrderStatus};
 use crate::domain::product::MAX_AMOUNT;
 use crate::domain::FieldError;
 use crate::idempotency::{Claim, Resource};
-use crate::orders::views::{OrderEventView, OrderView, RefundView};
+use crate::orders::views::{OrderEventView, OrderQuery, OrderView, RefundView};
 use crate::orders::{Actor, Checkout, Command, CommandResult, Orders};
 
 const TEXT_MAX_CHARS: usize = 200;
@@ -161,27 +160,28 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = PageQuery::new(query.limit, query.cursor.clone());
     let limit = page.limit()?;
-    let after = page.cursor(uuid::Uuid::parse_str)?.map(|u| u.to_string());
-    if let Some(status) = &query.status {
-        if OrderStatus::parse(status).is_none() {
-            return Err(ApiError::InvalidQuery(format!("unknown status {status:?}")));
-        }
-    }
-    let user_id = if user.is_admin() {
+    let after = page.cursor(|raw| OrderId::parse(raw).ok_or(()))?;
+    let status = match &query.status {
+        Some(raw) => Some(
+            OrderStatus::parse(raw)
+                .ok_or_else(|| ApiError::InvalidQuery(format!("unknown status {raw:?}")))?,
+        ),
+        None => None,
+    };
+    let owner = if user.is_admin() {
         match &query.user_id {
             Some(raw) => Some(
-                uuid::Uuid::parse_str(raw)
-                    .map_err(|_| ApiError::InvalidQuery("user_id must be a UUID".to_owned()))?
-                    .to_string(),
+                UserId::parse(raw)
+                    .ok_or_else(|| ApiError::InvalidQuery("user_id must be a UUID".to_owned()))?,
             ),
             None => None,
         }
     } else {
-        Some(user.id.to_string())
+        Some(user.id)
     };
-    let filter = OrderFilter {
-        user_id,
-        status: query.status.clone(),
+    let filter = OrderQuery {
+        owner,
+        status,
         after,
     };
     let items = orders.list(&filter, page.fetch_limit()?).await?;

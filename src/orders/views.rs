@@ -35,6 +35,16 @@ pub fn step_status() -> Schema {
     string_enum(["running", "succeeded", "failed"])
 }
 
+/// Which orders to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct OrderQuery {
+    /// Only this user's orders.
+    pub owner: Option<UserId>,
+    pub status: Option<OrderStatus>,
+    /// Those older than this one (the page cursor).
+    pub after: Option<OrderId>,
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub sku: String,
@@ -367,11 +377,16 @@ impl Orders {
 
     pub async fn list(
         &self,
-        filter: &OrderFilter,
+        query: &OrderQuery,
         limit: i64,
     ) -> Result<Vec<OrderView>, OrdersError> {
+        let filter = OrderFilter {
+            user_id: query.owner.map(|u| u.to_string()),
+            status: query.status.map(|s| s.as_str().to_owned()),
+            after: query.after.map(|o| o.to_string()),
+        };
         let mut conn = self.inner.db.conn().await?;
-        let rows = orders_db::list(&mut conn, filter, limit).await?;
+        let rows = orders_db::list(&mut conn, &filter, limit).await?;
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let mut items: std::collections::HashMap<String, Vec<OrderItemRow>> =
             std::collections::HashMap::new();
