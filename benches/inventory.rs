@@ -16,6 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use orderflow::cache::ProductCache;
 use orderflow::catalog::Catalog;
 use orderflow::config::{Environment, Settings};
+use orderflow::db::pipeline::Pipeline;
 use orderflow::db::Database;
 use orderflow::domain::inventory::{SkuStock, StockLevels, StockOp};
 use orderflow::domain::product::NewProduct;
@@ -75,8 +76,14 @@ fn start_inventory(
         actix_web::rt::System::new().block_on(async move {
             engine_db.migrate().await.expect("migrations");
             let cache = ProductCache::new(None, Duration::from_secs(30));
-            let inventory =
-                Inventory::start(engine_db, cache, &settings.actors, &settings.inventory);
+            let pipeline = Pipeline::start(engine_db.clone(), &settings.pipeline);
+            let inventory = Inventory::start(
+                engine_db,
+                pipeline,
+                cache,
+                &settings.actors,
+                &settings.inventory,
+            );
             ready_tx.send(inventory).expect("ready");
             let _ = stop_rx.await;
         });

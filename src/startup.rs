@@ -19,6 +19,7 @@ use crate::auth::token::TokenService;
 use crate::cache::ProductCache;
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::db::pipeline::Pipeline;
 use crate::db::Database;
 use crate::domain::network::TrustedProxies;
 use crate::events::analytics::Analytics;
@@ -99,8 +100,10 @@ impl Application {
             redis.clone(),
             Duration::from_millis(settings.cache.product_ttl_ms),
         );
+        let pipeline = Pipeline::start(db.clone(), &settings.pipeline);
         let inventory = Inventory::start(
             db.clone(),
+            pipeline.clone(),
             cache.clone(),
             &settings.actors,
             &settings.inventory,
@@ -117,6 +120,7 @@ impl Application {
         );
         let carts = Carts::start(
             db.clone(),
+            pipeline.clone(),
             catalog.clone(),
             orders.clone(),
             &inventory,

@@ -111,6 +111,7 @@ pub struct Settings {
     pub payments: PaymentSettings,
     pub sagas: SagaSettings,
     pub idempotency: IdempotencySettings,
+    pub pipeline: PipelineSettings,
     pub events: EventSettings,
     pub webhooks: WebhookSettings,
     pub notifications: NotificationSettings,
@@ -302,6 +303,18 @@ pub struct PaypalSettings {
     pub base_url: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+}
+
+/// The write pipeline (`crate::db::pipeline`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// New write-sets that may wait for the writer; beyond, new work is 503
+    /// `overloaded` at once. Work that finishes a movement of stock or money
+    /// is always admitted.
+    pub queue_capacity: usize,
+    /// Write-sets merged into one transaction at most.
+    pub max_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

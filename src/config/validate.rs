@@ -38,6 +38,9 @@ impl Settings {
         if self.auth.token_ttl_s == 0 {
             bail!("auth.token_ttl_s must be at least 1");
         }
+        if self.pipeline.queue_capacity == 0 || self.pipeline.max_batch == 0 {
+            bail!("pipeline.queue_capacity and pipeline.max_batch must be at least 1");
+        }
         if self.actors.mailbox_capacity == 0 || self.actors.idle_timeout_s == 0 {
             bail!("actors.mailbox_capacity and actors.idle_timeout_s must be at least 1");
         }

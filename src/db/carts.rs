@@ -1,10 +1,10 @@
-//! Queries on carts and their items. Every change is written through, guarded
-//! by the cart's version, so that a change made by another process (or a
-//! checkout) is noticed instead of overwritten.
+//! Queries on carts and their items. Every change is a [`CartWrite`] handed
+//! to the write pipeline, guarded by the cart's version, so that a change
+//! made by another process (or a checkout) is noticed instead of overwritten.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::schema::{cart_items, carts};
 use super::DbConn;
@@ -31,16 +31,6 @@ pub struct CartItemRow {
     pub name: String,
     pub quantity: i64,
     pub unit_price: i64,
-}
-
-pub async fn create(conn: &mut DbConn, cart: &CartRow) -> QueryResult<()> {
-    with_conn!(conn, |c| {
-        diesel::insert_into(carts::table)
-            .values(cart)
-            .execute(c)
-            .await
-            .map(|_| ())
-    })
 }
 
 pub async fn load(conn: &mut DbConn, id: &str) -> QueryResult<Option<(CartRow, Vec<CartItemRow>)>> {
@@ -80,55 +70,16 @@ pub enum LineWrite {
     },
 }
 
-/// Applies one line change if the cart is still open at `version`; returns
-/// false (and writes nothing) otherwise.
-pub async fn write_line(
-    conn: &mut DbConn,
-    cart_id: &str,
-    version: i64,
-    change: &LineWrite,
-    now: NaiveDateTime,
-) -> QueryResult<bool> {
-    with_conn!(conn, |c| {
-        c.transaction(async |c| {
-            let updated = diesel::update(
-                carts::table
-                    .filter(carts::id.eq(cart_id))
-                    .filter(carts::status.eq("open"))
-                    .filter(carts::version.eq(version)),
-            )
-            .set((carts::version.eq(version + 1), carts::updated_at.eq(now)))
-            .execute(c)
-            .await?;
-            if updated == 0 {
-                return Ok(false);
-            }
-            match change {
-                LineWrite::Put(row) => {
-                    diesel::delete(
-                        cart_items::table
-                            .filter(cart_items::cart_id.eq(cart_id))
-                            .filter(cart_items::sku.eq(&row.sku)),
-                    )
-                    .execute(c)
-                    .await?;
-                    diesel::insert_into(cart_items::table)
-                        .values(row)
-                        .execute(c)
-                        .await?;
-                }
-                LineWrite::Delete { sku } => {
-                    diesel::delete(
-                        cart_items::table
-                            .filter(cart_items::cart_id.eq(cart_id))
-                            .filter(cart_items::sku.eq(sku)),
-                    )
-                    .execute(c)
-                    .await?;
-                }
-            }
-            Ok(true)
-        })
-        .await
-    })
+/// A cart's part of a write-set for the write pipeline
+/// (`crate::db::pipeline`).
+#[derive(Debug, Clone)]
+pub enum CartWrite {
+    Create(CartRow),
+    /// One line change, refused unless the cart is still open at `version`
+    /// (it then moves to `version + 1`).
+    Line {
+        cart_id: String,
+        version: i64,
+        change: LineWrite,
+    },
 }

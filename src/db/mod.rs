@@ -18,6 +18,7 @@ pub mod leases;
 pub mod notifications;
 pub mod orders;
 pub mod outbox;
+pub mod pipeline;
 pub mod products;
 pub mod sagas;
 pub mod schema;
@@ -117,6 +118,9 @@ pub enum DbError {
     Unavailable(String),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+    /// The write pipeline's batch failed on a statement: a fault.
+    #[error("write failed: {0}")]
+    Write(String),
 }
 
 impl DbError {
@@ -138,7 +142,7 @@ impl DbError {
             {
                 true
             }
-            DbError::Query(_) => false,
+            DbError::Query(_) | DbError::Write(_) => false,
         }
     }
 }

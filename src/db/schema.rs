@@ -293,6 +293,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    write_batches (id) {
+        id -> Text,
+        committed_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(cart_items -> carts (cart_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(sagas -> orders (order_id));
@@ -317,5 +324,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhooks,
     webhook_deliveries,
     notifications,
-    users
+    users,
+    write_batches
 );

@@ -1,6 +1,8 @@
 //! One group commit of a SKU actor, as a plain async function: plan the queued
-//! operations against the stock, write the plan in one transaction, and on a
-//! conflict with another engine process reload and plan again.
+//! operations against the stock, hand the plan to the write pipeline (where
+//! it shares a transaction with other actors' writes), and when the pipeline
+//! refuses it because another engine process changed the SKU, reload and
+//! plan again.
 //!
 //! Refusals are truthful (I8): before answering `out_of_stock` or "no such
 //! reservation" the stock is reloaded from the database once, because another
@@ -10,8 +12,9 @@ use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
 
 use crate::db::events::NewEventRow;
-use crate::db::inventory::{self, BatchError, BatchWrite, NewMovementRow, ReservationRow};
+use crate::db::inventory::{self, NewMovementRow, ReservationRow, StockWrite};
 use crate::db::outbox::NewOutboxRow;
+use crate::db::pipeline::{Admit, Pipeline, Refusal, WriteError, WriteSet};
 use crate::db::{Database, DbError};
 use crate::domain::inventory::{
     Reservation, SkuStock, StockChange, StockError, StockLevels, StockOp, StockOutcome,
@@ -51,6 +54,21 @@ pub enum RunError {
     /// The external event that asked for this change was already recorded.
     #[error("external event already recorded")]
     DuplicateEvent,
+    /// The write pipeline did not write the batch (full, or the database
+    /// unreachable): nothing is known to be written; reload.
+    #[error(transparent)]
+    Write(WriteError),
+}
+
+/// A batch of reservations only is new work, turned away when the pipeline
+/// is full; one that commits, releases or restocks finishes work admitted
+/// before, and is always admitted.
+fn admission(ops: &[StockOp]) -> Admit {
+    if ops.iter().all(|op| matches!(op, StockOp::Reserve { .. })) {
+        Admit::New
+    } else {
+        Admit::Always
+    }
 }
 
 impl From<DbError> for RunError {
@@ -102,6 +120,7 @@ fn to_reservation(row: ReservationRow) -> Result<Reservation, LoadError> {
 /// duplicate refuses only its own change.
 pub async fn run(
     db: &Database,
+    pipeline: &Pipeline,
     sku: &str,
     mut current: Committed,
     ops: &[StockOp],
@@ -112,7 +131,7 @@ pub async fn run(
     for _ in 0..MAX_ATTEMPTS {
         let mut working = current.stock.clone();
         let now = Utc::now().naive_utc();
-        let (results, batch) = plan(sku, &mut working, ops, now, low_stock_threshold);
+        let (results, mut batch) = plan(sku, &mut working, ops, now, low_stock_threshold);
         let doubtful = results.iter().any(|r| {
             matches!(
                 r,
@@ -127,15 +146,19 @@ pub async fn run(
         if batch.is_empty() {
             return Ok((current_with(working, current.version), results));
         }
-        let mut conn = db.conn().await?;
-        match inventory::write_batch(&mut conn, sku, &batch, external_event, now).await {
-            Ok(levels) => {
+        batch.external_event = external_event.cloned();
+        match pipeline.write(WriteSet::stock(batch), admission(ops)).await {
+            Ok(receipt) => {
+                let Some(levels) = receipt.stock.into_iter().next() else {
+                    return Err(RunError::Write(WriteError::Failed(format!(
+                        "the pipeline returned no counters for {sku}"
+                    ))));
+                };
                 let expected = working.levels();
                 if (levels.on_hand, levels.reserved) != (expected.on_hand, expected.reserved) {
                     // Another process changed this SKU too: our view is stale.
                     // The batch committed whatever happens next, so its results
                     // stand; only the state needs a fresh read.
-                    drop(conn);
                     return Ok(match load(db, sku).await {
                         Ok(fresh) => (fresh, results),
                         Err(e) => {
@@ -151,13 +174,14 @@ pub async fn run(
                 }
                 return Ok((current_with(working, levels.version), results));
             }
-            Err(BatchError::Conflict) => {
-                drop(conn);
+            Err(WriteError::Refused(Refusal::DuplicateEvent)) => {
+                return Err(RunError::DuplicateEvent)
+            }
+            Err(WriteError::Refused(_)) => {
                 current = load(db, sku).await?;
                 reloaded = true;
             }
-            Err(BatchError::DuplicateEvent) => return Err(RunError::DuplicateEvent),
-            Err(BatchError::Query(e)) => return Err(DbError::Query(e).into()),
+            Err(e) => return Err(RunError::Write(e)),
         }
     }
     Err(DbError::Unavailable(format!(
@@ -174,20 +198,6 @@ fn current_with(stock: SkuStock, version: i64) -> Committed {
     }
 }
 
-trait BatchIsEmpty {
-    fn is_empty(&self) -> bool;
-}
-
-impl BatchIsEmpty for BatchWrite {
-    fn is_empty(&self) -> bool {
-        self.on_hand_delta == 0
-            && self.reserved_delta == 0
-            && self.inserted.is_empty()
-            && self.removed_ids.is_empty()
-            && self.movements.is_empty()
-    }
-}
-
 /// Applies `ops` in order to `stock` and collects what must be written,
 /// including `inventory.low_stock` when availability falls below the threshold.
 pub fn plan(
@@ -196,8 +206,8 @@ pub fn plan(
     ops: &[StockOp],
     now: NaiveDateTime,
     low_stock_threshold: i64,
-) -> (Vec<OpResult>, BatchWrite) {
-    let mut batch = BatchWrite::default();
+) -> (Vec<OpResult>, StockWrite) {
+    let mut batch = StockWrite::new(sku);
     let before = stock.levels().available();
     let results = ops
         .iter()
@@ -219,7 +229,7 @@ pub fn plan(
     (results, batch)
 }
 
-fn add_change(sku: &str, batch: &mut BatchWrite, change: &StockChange, now: NaiveDateTime) {
+fn add_change(sku: &str, batch: &mut StockWrite, change: &StockChange, now: NaiveDateTime) {
     batch.on_hand_delta += change.on_hand_delta;
     batch.reserved_delta += change.reserved_delta;
     if let Some(r) = &change.inserted {

@@ -27,6 +27,7 @@ use crate::actors::registry::ArbiterPool;
 use crate::cache::ProductCache;
 use crate::config::{ActorSettings, InventorySettings, MAX_RESERVATION_TTL_S};
 use crate::db::events::NewEventRow;
+use crate::db::pipeline::Pipeline;
 use crate::db::{inventory as inventory_db, Database};
 use crate::domain::inventory::{Reservation, Sku, StockError, StockOp, StockOutcome};
 use sku_actor::{SkuActor, SkuMessage, SkuReply, SkuRequest};
@@ -108,6 +109,7 @@ pub struct Inventory {
 
 struct InventoryInner {
     db: Database,
+    pipeline: Pipeline,
     cache: ProductCache,
     actors: DrivenActors<SkuActor>,
     mailboxes: Arc<Mailboxes>,
@@ -121,6 +123,7 @@ impl Inventory {
     /// system (the engine's main, or a test's).
     pub fn start(
         db: Database,
+        pipeline: Pipeline,
         cache: ProductCache,
         actors: &ActorSettings,
         inventory: &InventorySettings,
@@ -129,6 +132,7 @@ impl Inventory {
         let handle = Inventory {
             inner: Arc::new(InventoryInner {
                 db,
+                pipeline,
                 cache,
                 actors: DrivenActors::new(KIND_SKU, pool, actors.mailbox_capacity),
                 mailboxes: Mailboxes::new(actors.mailbox_capacity),
@@ -346,13 +350,14 @@ impl Inventory {
     }
 
     fn actor_factory(&self, sku: &str) -> impl FnOnce() -> SkuActor + Send + 'static {
-        let (sku, db, cache) = (
+        let (sku, db, pipeline, cache) = (
             sku.to_owned(),
             self.inner.db.clone(),
+            self.inner.pipeline.clone(),
             self.inner.cache.clone(),
         );
         let (idle, threshold) = (self.inner.idle_timeout, self.inner.low_stock_threshold);
-        move || SkuActor::new(sku, db, cache, idle, threshold)
+        move || SkuActor::new(sku, db, pipeline, cache, idle, threshold)
     }
 
     /// Every interval: forget stopped actors, and hand SKUs whose reservations

@@ -27,6 +27,7 @@ use crate::actors::driven::{Cx, Driven};
 use crate::actors::mailbox::Slot;
 use crate::cache::ProductCache;
 use crate::db::events::NewEventRow;
+use crate::db::pipeline::{Pipeline, WriteError};
 use crate::db::Database;
 use crate::domain::inventory::{Reservation, StockLevels, StockOp, StockOutcome};
 
@@ -86,6 +87,7 @@ enum State {
 pub(super) struct SkuActor {
     sku: String,
     db: Database,
+    pipeline: Pipeline,
     cache: ProductCache,
     idle_timeout: Duration,
     low_stock_threshold: i64,
@@ -99,6 +101,7 @@ impl SkuActor {
     pub fn new(
         sku: String,
         db: Database,
+        pipeline: Pipeline,
         cache: ProductCache,
         idle_timeout: Duration,
         low_stock_threshold: i64,
@@ -106,6 +109,7 @@ impl SkuActor {
         SkuActor {
             sku,
             db,
+            pipeline,
             cache,
             idle_timeout,
             low_stock_threshold,
@@ -169,6 +173,7 @@ impl SkuActor {
         let ops: Vec<StockOp> = pending.iter().map(|p| p.op.clone()).collect();
         let event = pending.first().and_then(|p| p.event.clone());
         let (db, sku, current) = (self.db.clone(), self.sku.clone(), committed.clone());
+        let pipeline = self.pipeline.clone();
         let cache = self.cache.clone();
         let threshold = self.low_stock_threshold;
         metrics::histogram!("inventory_batch_size").record(ops.len() as f64);
@@ -177,7 +182,16 @@ impl SkuActor {
         let started = Instant::now();
         cx.spawn(async move {
             let version_before = current.version;
-            let result = batch::run(&db, &sku, current, &ops, threshold, event.as_ref()).await;
+            let result = batch::run(
+                &db,
+                &pipeline,
+                &sku,
+                current,
+                &ops,
+                threshold,
+                event.as_ref(),
+            )
+            .await;
             // Cached product documents show availability: invalidate
             // before any caller hears that the write happened.
             if matches!(&result, Ok((committed, _)) if committed.version != version_before) {
@@ -223,6 +237,12 @@ impl SkuActor {
             Err(RunError::DuplicateEvent) => {
                 for p in pending {
                     send(p.reply, Ok(SkuReply::Duplicate));
+                }
+            }
+            // Turned away before anything was written: the state stands.
+            Err(RunError::Write(WriteError::Overloaded)) => {
+                for p in pending {
+                    send(p.reply, Err(InventoryError::Overloaded));
                 }
             }
             Err(e) => {

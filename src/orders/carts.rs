@@ -1,5 +1,5 @@
 //! Carts: one serial actor per cart holds it in memory and writes every
-//! change through to the database before answering (guarded by the cart's
+//! change through the write pipeline before answering (guarded by the cart's
 //! version, so a change from another process is noticed, not overwritten).
 //! Prices and names are taken from the catalog when a line is added; the
 //! order snapshots those lines at checkout. A cart is checked out at most
@@ -18,9 +18,10 @@ use super::{LineInput, Orders, OrdersError, PaymentInput, PlaceOrder, PricedLine
 use crate::actors::serial::SerialPool;
 use crate::catalog::Catalog;
 use crate::config::ActorSettings;
-use crate::db::carts::{self as carts_db, CartItemRow, CartRow, LineWrite};
+use crate::db::carts::{self as carts_db, CartItemRow, CartRow, CartWrite, LineWrite};
 use crate::db::idempotency::Binding;
-use crate::db::Database;
+use crate::db::pipeline::{Admit, Pipeline, WriteError, WriteSet};
+use crate::db::{Database, DbError};
 use crate::domain::ids::{CartId, OrderId, UserId};
 use crate::domain::inventory::{Sku, MAX_LINE_QUANTITY};
 use crate::domain::order::{CartStatus, MAX_LINES};
@@ -131,6 +132,7 @@ pub struct Carts {
 
 struct Inner {
     db: Database,
+    pipeline: Pipeline,
     catalog: Catalog,
     orders: Orders,
     actors: SerialPool<CartState>,
@@ -139,6 +141,7 @@ struct Inner {
 impl Carts {
     pub fn start(
         db: Database,
+        pipeline: Pipeline,
         catalog: Catalog,
         orders: Orders,
         inventory: &Inventory,
@@ -147,6 +150,7 @@ impl Carts {
         let carts = Carts {
             inner: Arc::new(Inner {
                 db,
+                pipeline,
                 catalog,
                 orders,
                 actors: SerialPool::new(
@@ -193,8 +197,11 @@ impl Carts {
             created_at: now,
             updated_at: now,
         };
-        let mut conn = self.inner.db.conn().await?;
-        carts_db::create(&mut conn, &row).await?;
+        self.inner
+            .pipeline
+            .write(WriteSet::cart(CartWrite::Create(row.clone())), Admit::New)
+            .await
+            .map_err(write_error)?;
         Ok(CartView::from(&LoadedCart {
             row,
             items: Vec::new(),
@@ -317,12 +324,16 @@ impl Carts {
             })
         };
         let now = Utc::now().naive_utc();
-        let mut conn = self.inner.db.conn().await?;
-        if !carts_db::write_line(&mut conn, &cart.row.id, cart.row.version, &write, now).await? {
-            return Err(OrdersError::Conflict(
-                "the cart changed concurrently; retry".to_owned(),
-            ));
-        }
+        let line = CartWrite::Line {
+            cart_id: cart.row.id.clone(),
+            version: cart.row.version,
+            change: write.clone(),
+        };
+        self.inner
+            .pipeline
+            .write(WriteSet::cart(line), Admit::New)
+            .await
+            .map_err(write_error)?;
         let mut next = cart.clone();
         next.row.version += 1;
         next.row.updated_at = now;
@@ -465,6 +476,18 @@ impl Carts {
                 job(this.clone(), state, id.clone())
             })
             .await?
+    }
+}
+
+/// A cart write the pipeline did not make.
+fn write_error(e: WriteError) -> OrdersError {
+    match e {
+        WriteError::Refused(_) => {
+            OrdersError::Conflict("the cart changed concurrently; retry".to_owned())
+        }
+        WriteError::Overloaded => OrdersError::Overloaded,
+        WriteError::Unavailable(cause) => OrdersError::Unavailable(cause),
+        WriteError::Failed(cause) => OrdersError::Db(DbError::Write(cause)),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use chrono::{Duration, Utc};
 use orderflow::db::inventory::{ledger_totals, NewMovementRow};
+use orderflow::db::pipeline::Pipeline;
 use orderflow::db::products::{self, NewProductRow};
 use orderflow::db::Database;
 use orderflow::domain::inventory::{StockError, StockOp, StockOutcome};
@@ -14,16 +15,23 @@ use crate::support::app::test_settings;
 use crate::support::backends::TestDatabase;
 use crate::support::Backend;
 
-async fn database(backend: Backend) -> (Database, TestDatabase) {
-    let test_db = TestDatabase::create(backend).await;
-    let mut settings = test_settings().database;
-    settings.url = Some(SecretString::from(test_db.url.clone()));
-    let db = Database::connect(&settings).expect("pool");
-    db.migrate().await.expect("migrations");
-    (db, test_db)
+/// A database, and a write pipeline on it, as one engine process has.
+pub(crate) struct Store {
+    pub db: Database,
+    pub pipeline: Pipeline,
 }
 
-async fn create_sku(db: &Database, sku: &str, stock: i64) {
+pub(crate) async fn database(backend: Backend) -> (Store, TestDatabase) {
+    let test_db = TestDatabase::create(backend).await;
+    let mut settings = test_settings();
+    settings.database.url = Some(SecretString::from(test_db.url.clone()));
+    let db = Database::connect(&settings.database).expect("pool");
+    db.migrate().await.expect("migrations");
+    let pipeline = Pipeline::start(db.clone(), &settings.pipeline);
+    (Store { db, pipeline }, test_db)
+}
+
+pub(crate) async fn create_sku(db: &Database, sku: &str, stock: i64) {
     let now = Utc::now().naive_utc();
     let product = NewProductRow {
         sku,
@@ -61,13 +69,13 @@ fn reserve(quantity: i64) -> StockOp {
 }
 
 async fn stale_writers_cannot_oversell(backend: Backend) {
-    let (db, _guard) = database(backend).await;
+    let (Store { db, pipeline }, _guard) = database(backend).await;
     create_sku(&db, "hot-1", 3).await;
 
     // Two "processes" load the same state, then both try to take 2 of 3 units.
     let first = batch::load(&db, "hot-1").await.unwrap();
     let second = first.clone();
-    let (after_first, results) = batch::run(&db, "hot-1", first, &[reserve(2)], 0, None)
+    let (after_first, results) = batch::run(&db, &pipeline, "hot-1", first, &[reserve(2)], 0, None)
         .await
         .unwrap();
     assert!(matches!(results[0], Ok(StockOutcome::Reserved(_))));
@@ -75,10 +83,17 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
 
     // The stale writer's plan passes locally but the guarded write refuses it;
     // it reloads and answers truthfully.
-    let (after_second, results) =
-        batch::run(&db, "hot-1", second, &[reserve(2), reserve(1)], 0, None)
-            .await
-            .unwrap();
+    let (after_second, results) = batch::run(
+        &db,
+        &pipeline,
+        "hot-1",
+        second,
+        &[reserve(2), reserve(1)],
+        0,
+        None,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(
             results[0],
@@ -107,7 +122,7 @@ async fn stale_writers_cannot_oversell(backend: Backend) {
 }
 
 async fn commit_release_and_expiry_are_persisted(backend: Backend) {
-    let (db, _guard) = database(backend).await;
+    let (Store { db, pipeline }, _guard) = database(backend).await;
     create_sku(&db, "sku-2", 10).await;
     let state = batch::load(&db, "sku-2").await.unwrap();
     let (kept, released) = (reserve(4), reserve(3));
@@ -124,6 +139,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
     // First batch: the reservations exist in the database afterwards...
     let (state, results) = batch::run(
         &db,
+        &pipeline,
         "sku-2",
         state,
         &[kept.clone(), released.clone(), expiring],
@@ -151,7 +167,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
             reason: "damaged".into(),
         },
     ];
-    let (_, results) = batch::run(&db, "sku-2", state, &ops, 0, None)
+    let (_, results) = batch::run(&db, &pipeline, "sku-2", state, &ops, 0, None)
         .await
         .unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -166,7 +182,7 @@ async fn commit_release_and_expiry_are_persisted(backend: Backend) {
 }
 
 async fn unknown_sku_is_reported(backend: Backend) {
-    let (db, _guard) = database(backend).await;
+    let (Store { db, .. }, _guard) = database(backend).await;
     assert!(matches!(
         batch::load(&db, "nope").await,
         Err(LoadError::UnknownSku)

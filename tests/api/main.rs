@@ -24,6 +24,7 @@ mod ops;
 mod order_lifecycle;
 mod overload;
 mod paypal;
+mod pipeline;
 mod processes;
 mod stoq;
 mod two_processes;

@@ -5,6 +5,7 @@
 use std::thread::JoinHandle;
 
 use orderflow::config::Settings;
+use orderflow::db::pipeline::Pipeline;
 use orderflow::db::Database;
 use orderflow::inventory::Inventory;
 use secrecy::SecretString;
@@ -33,8 +34,14 @@ impl ActorEngine {
             actix_web::rt::System::new().block_on(async move {
                 let cache =
                     orderflow::cache::ProductCache::new(None, std::time::Duration::from_secs(30));
-                let inventory =
-                    Inventory::start(engine_db, cache, &settings.actors, &settings.inventory);
+                let pipeline = Pipeline::start(engine_db.clone(), &settings.pipeline);
+                let inventory = Inventory::start(
+                    engine_db,
+                    pipeline,
+                    cache,
+                    &settings.actors,
+                    &settings.inventory,
+                );
                 let _ = ready_tx.send(inventory);
                 let _ = stop_rx.await;
             });
