@@ -13,6 +13,7 @@ mod catalog;
 mod checkout;
 mod checkout_load;
 mod crash;
+mod db_outages;
 mod errors;
 mod event_outages;
 mod hostile;
