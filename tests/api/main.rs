@@ -23,6 +23,7 @@ mod inventory_store;
 mod notifications;
 mod ops;
 mod order_lifecycle;
+mod outbox_relay;
 mod overload;
 mod paypal;
 mod processes;
