@@ -27,6 +27,7 @@ mod outbox_relay;
 mod overload;
 mod paypal;
 mod processes;
+mod sale_rounds;
 mod stoq;
 mod two_processes;
 mod users;
