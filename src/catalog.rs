@@ -145,10 +145,12 @@ impl Catalog {
             note: None,
             created_at: now,
         });
-        let mut conn = self.db.conn().await?;
-        match products::create_with_stock(&mut conn, &row, new.initial_stock, initial.as_ref())
-            .await
-        {
+        // The connection goes back to the pool before the cache is awaited.
+        let created = {
+            let mut conn = self.db.conn().await?;
+            products::create_with_stock(&mut conn, &row, new.initial_stock, initial.as_ref()).await
+        };
+        match created {
             Ok((product, stock)) => {
                 self.cache.invalidate(new.sku.as_str()).await;
                 Ok(Product::from_rows(product, Some(&stock)))

@@ -124,27 +124,88 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// True when the failure says the database could not be reached rather
-    /// than that a statement was wrong.
+    /// True when the failure says the database could not be reached, lost
+    /// the connection, or is shutting down, starting up or recovering,
+    /// rather than that a statement was wrong: answered with 503
+    /// `unavailable` and `Retry-After`, never a 500.
     pub fn is_unavailable(&self) -> bool {
-        use diesel::result::{DatabaseErrorKind, Error};
         match self {
             DbError::Unavailable(_) => true,
-            DbError::Query(Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            )) => true,
-            // SQLite's writer lock still held after the busy timeout: contention,
-            // answered like an overloaded dependency, never as a fault.
-            DbError::Query(Error::DatabaseError(_, info))
-                if info.message().contains("database is locked")
-                    || info.message().contains("database table is locked") =>
-            {
-                true
-            }
-            DbError::Query(_) | DbError::Write(_) => false,
+            DbError::Query(e) => is_outage(e),
+            DbError::Write(_) => false,
         }
     }
+}
+
+/// True when `error` is of the connection class (the connection is gone or
+/// could not be used) or the shutdown class (the server is stopping,
+/// starting, recovering, or an administrator ended the session), or SQLite's
+/// writer lock outlasted the busy timeout.
+///
+/// diesel-async turns a PostgreSQL error with a SQLSTATE into
+/// `DatabaseError(kind, info)`, where every code but a few constraint and
+/// serialization ones is `Unknown` and only the server's message tells them
+/// apart; an error without a SQLSTATE (the socket closed, a reset, an I/O
+/// error) is `UnableToSendCommand`. So the classes are recognised by the
+/// messages PostgreSQL sends for them.
+pub fn is_outage(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        // Constraint violations and the like carry names chosen by the
+        // schema in their messages: never read as an outage.
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => outage_message(info.message()),
+        Error::DatabaseError(_, _) => false,
+        // The connection's transaction state was lost mid-way (its
+        // connection broke during BEGIN, COMMIT or ROLLBACK).
+        Error::BrokenTransactionManager => true,
+        Error::RollbackErrorOnCommit {
+            commit_error,
+            rollback_error,
+        } => is_outage(commit_error) || is_outage(rollback_error),
+        _ => false,
+    }
+}
+
+/// Messages of the outage classes, as PostgreSQL, tokio-postgres, libpq and
+/// SQLite word them (compared lower-cased).
+const OUTAGE_MESSAGES: &[&str] = &[
+    // 57P01 admin_shutdown ("terminating connection due to administrator
+    // command"), 57P02 crash_shutdown ("... because of crash of another
+    // server process"), 57P05 idle_session_timeout, 25P03's idle-in-
+    // transaction timeout, 08P01's lost protocol synchronisation.
+    "terminating connection",
+    // 57P03 cannot_connect_now: "the database system is starting up",
+    // "... is shutting down", "... is in recovery mode", "... is not yet
+    // accepting connections", "... is not accepting connections".
+    "the database system is ",
+    // Class 08, connection exceptions, and the client's own words for a
+    // connection that went away.
+    "server closed the connection unexpectedly",
+    "connection closed",
+    "connection reset",
+    "connection refused",
+    "connection failure",
+    "connection does not exist",
+    "could not connect to server",
+    "could not receive data",
+    "could not send data",
+    "no connection to the server",
+    "broken pipe",
+    "unexpected eof",
+    "error communicating with the server",
+    // SQLite's writer lock still held after the busy timeout: contention,
+    // answered like an overloaded dependency, never as a fault.
+    "database is locked",
+    "database table is locked",
+];
+
+fn outage_message(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    OUTAGE_MESSAGES.iter().any(|m| message.contains(m))
 }
 
 impl Database {
@@ -323,4 +384,121 @@ fn ensure_parent_dir(path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("creating directory {}", parent.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::{is_outage, DbError};
+
+    fn db(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    fn unknown(message: &str) -> Error {
+        db(DatabaseErrorKind::Unknown, message)
+    }
+
+    #[test]
+    fn shutdown_and_connection_classes_are_outages() {
+        for message in [
+            // 57P01, as pg_terminate_backend and a fast shutdown send it.
+            "terminating connection due to administrator command",
+            // 57P02
+            "terminating connection because of crash of another server process",
+            // 57P03, each of its wordings.
+            "the database system is starting up",
+            "the database system is shutting down",
+            "the database system is in recovery mode",
+            "the database system is not yet accepting connections",
+            "the database system is not accepting connections",
+            // 57P05 and the idle-in-transaction timeout.
+            "terminating connection due to idle-session timeout",
+            "terminating connection due to idle-in-transaction timeout",
+            // Class 08.
+            "terminating connection because protocol synchronization was lost",
+            "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            "connection closed",
+            "could not receive data from server: Connection reset by peer",
+            // SQLite, after its busy timeout.
+            "database is locked",
+            "database table is locked",
+        ] {
+            assert!(is_outage(&unknown(message)), "{message}");
+            assert!(DbError::Query(unknown(message)).is_unavailable(), "{message}");
+        }
+    }
+
+    #[test]
+    fn errors_without_a_sqlstate_are_outages() {
+        // tokio-postgres' own errors: what diesel-async makes of them.
+        for message in [
+            "connection closed",
+            "error communicating with the server",
+            "db error",
+        ] {
+            assert!(is_outage(&db(
+                DatabaseErrorKind::UnableToSendCommand,
+                message
+            )));
+        }
+        assert!(is_outage(&db(DatabaseErrorKind::ClosedConnection, "")));
+        assert!(DbError::Unavailable("timed out waiting for a connection".into()).is_unavailable());
+    }
+
+    #[test]
+    fn a_broken_transaction_is_an_outage() {
+        assert!(is_outage(&Error::BrokenTransactionManager));
+        let dropped_at_commit = Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(db(
+                DatabaseErrorKind::UnableToSendCommand,
+                "connection closed",
+            )),
+            commit_error: Box::new(unknown(
+                "terminating connection due to administrator command",
+            )),
+        };
+        assert!(is_outage(&dropped_at_commit));
+        let refused_then_dropped = Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(Error::BrokenTransactionManager),
+            commit_error: Box::new(db(
+                DatabaseErrorKind::SerializationFailure,
+                "could not serialize",
+            )),
+        };
+        assert!(is_outage(&refused_then_dropped));
+        let refused = Error::RollbackErrorOnCommit {
+            rollback_error: Box::new(unknown("cannot rollback: no transaction")),
+            commit_error: Box::new(db(DatabaseErrorKind::CheckViolation, "violates check")),
+        };
+        assert!(!is_outage(&refused));
+    }
+
+    #[test]
+    fn faults_of_the_statement_are_not_outages() {
+        for error in [
+            Error::NotFound,
+            Error::RollbackTransaction,
+            Error::NotInTransaction,
+            Error::DeserializationError("bad column".into()),
+            unknown("syntax error at or near \"SELEC\""),
+            unknown("relation \"orders\" does not exist"),
+            db(
+                DatabaseErrorKind::UniqueViolation,
+                "duplicate key value violates unique constraint \"connection closed\"",
+            ),
+            db(
+                DatabaseErrorKind::CheckViolation,
+                "new row violates check constraint",
+            ),
+            db(
+                DatabaseErrorKind::SerializationFailure,
+                "could not serialize access",
+            ),
+        ] {
+            assert!(!is_outage(&error), "{error:?}");
+            assert!(!DbError::Query(error).is_unavailable());
+        }
+    }
 }

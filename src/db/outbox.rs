@@ -70,35 +70,41 @@ pub trait Publisher: Sync {
     fn publish<'a>(&'a self, events: &'a [OutboxEvent]) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error(transparent)]
-    Db(#[from] diesel::result::Error),
-    #[error("publishing events: {0:#}")]
-    Transport(anyhow::Error),
+/// An outbox row the relay has claimed: marked published, so that no other
+/// relay takes it, before it is handed to the transport with no connection
+/// held (see [`claim_pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub event: OutboxEvent,
+    /// `publish_count` before the claim; the claim made it one more.
+    previous_count: i32,
+    /// Whether the row had never been published before the claim.
+    first: bool,
 }
 
-/// Takes up to `limit` events to publish, oldest first: committed rows never
-/// published, then rows whose transport lost them: published but not
-/// dispatched by their `republish_after`. Calls `publish` with them and marks
-/// them published at `now` once it succeeds. A row's first `republish_after`
-/// is `redispatch_after` from its publication; each republication doubles the
-/// wait (up to 64 times), so a dispatcher that is only behind is not flooded
-/// with copies.
+/// Claims up to `limit` events to publish, oldest first: committed rows
+/// never published, then rows whose transport lost them: published but not
+/// dispatched by their `republish_after`. The claim marks them published at
+/// `now` before they are published: a row's first `republish_after` is
+/// `redispatch_after` from then, and each republication doubles the wait (up
+/// to 64 times), so a dispatcher that is only behind is not flooded with
+/// copies. The caller publishes the rows with the connection given back,
+/// then gives back the ones it could not publish with [`unclaim`].
 ///
-/// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) until they
-/// are marked, so two relays publish disjoint sets; `publish` must not wait
-/// on anything that waits on these rows. A failed `publish` marks nothing and
-/// the rows are taken again next round. Returns how many rows were published.
-pub async fn publish_pending(
+/// One short transaction: on PostgreSQL the candidates are locked with `FOR
+/// UPDATE SKIP LOCKED` only until the marks commit, and each mark is guarded
+/// by the count read, so two relays (of one process or two) never claim the
+/// same row; a claimed row is taken again only once its `republish_after`
+/// has passed, which is also how a row claimed by a process that died before
+/// publishing it gets published (delivery stays at least once).
+pub async fn claim_pending(
     conn: &mut super::DbConn,
     limit: i64,
     redispatch_after: chrono::Duration,
     now: NaiveDateTime,
-    publisher: &dyn Publisher,
-) -> Result<usize, PublishError> {
+) -> QueryResult<Vec<Claimed>> {
     use diesel_async::AsyncConnection;
-    type Row = (OutboxEvent, i32);
+    type Row = (OutboxEvent, i32, Option<NaiveDateTime>);
     // Two scans, each served by its own partial index.
     macro_rules! unpublished {
         () => {
@@ -106,7 +112,11 @@ pub async fn publish_pending(
                 .filter(outbox::published_at.is_null())
                 .order(outbox::id.asc())
                 .limit(limit)
-                .select((OutboxEvent::as_select(), outbox::publish_count))
+                .select((
+                    OutboxEvent::as_select(),
+                    outbox::publish_count,
+                    outbox::published_at,
+                ))
         };
     }
     macro_rules! lost {
@@ -116,46 +126,62 @@ pub async fn publish_pending(
                 .filter(outbox::republish_after.lt(now))
                 .order(outbox::id.asc())
                 .limit($room)
-                .select((OutboxEvent::as_select(), outbox::publish_count))
+                .select((
+                    OutboxEvent::as_select(),
+                    outbox::publish_count,
+                    outbox::published_at,
+                ))
         };
     }
+    // Marks the rows read, each only if no one marked it since (its count
+    // is still the one read); evaluates to the rows this call claimed.
     macro_rules! mark {
         ($c:expr, $rows:expr) => {{
-            let rows: &[Row] = $rows;
-            let mut counts: Vec<i32> = rows.iter().map(|(_, n)| *n).collect();
+            let rows: Vec<Row> = $rows;
+            let mut counts: Vec<i32> = rows.iter().map(|(_, n, _)| *n).collect();
             counts.sort_unstable();
             counts.dedup();
+            let mut marked: Vec<String> = Vec::with_capacity(rows.len());
             for count in counts {
                 let ids: Vec<&str> = rows
                     .iter()
-                    .filter(|(_, n)| *n == count)
-                    .map(|(e, _)| e.id.as_str())
+                    .filter(|(_, n, _)| *n == count)
+                    .map(|(e, _, _)| e.id.as_str())
                     .collect();
                 let wait = redispatch_after * (1i32 << count.clamp(0, 6));
-                diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+                marked.extend(
+                    diesel::update(
+                        outbox::table
+                            .filter(outbox::id.eq_any(ids))
+                            .filter(outbox::publish_count.eq(count)),
+                    )
                     .set((
                         outbox::published_at.eq(now),
                         outbox::publish_count.eq(count.saturating_add(1)),
                         outbox::republish_after.eq(now + wait),
                     ))
-                    .execute($c)
-                    .await?;
+                    .returning(outbox::id)
+                    .get_results::<String>($c)
+                    .await?,
+                );
             }
-        }};
-    }
-    macro_rules! publish {
-        ($rows:expr) => {{
-            let events: Vec<OutboxEvent> = $rows.iter().map(|(e, _): &Row| e.clone()).collect();
-            publisher
-                .publish(&events)
-                .await
-                .map_err(PublishError::Transport)?;
+            let marked: std::collections::HashSet<String> = marked.into_iter().collect();
+            let claimed: Vec<Claimed> = rows
+                .into_iter()
+                .filter(|(e, _, _)| marked.contains(&e.id))
+                .map(|(event, previous_count, published_at)| Claimed {
+                    event,
+                    previous_count,
+                    first: published_at.is_none(),
+                })
+                .collect();
+            Ok::<_, diesel::result::Error>(claimed)
         }};
     }
     match conn {
         super::DbConn::Postgres(pooled) => {
             let c: &mut diesel_async::AsyncPgConnection = &mut *pooled;
-            c.transaction::<_, PublishError, _>(async |c| {
+            c.transaction(async |c| {
                 let mut rows: Vec<Row> = unpublished!().for_update().skip_locked().load(c).await?;
                 let room = limit - rows.len() as i64;
                 if room > 0 {
@@ -168,15 +194,15 @@ pub async fn publish_pending(
                     );
                 }
                 if rows.is_empty() {
-                    return Ok(0);
+                    return Ok(Vec::new());
                 }
-                publish!(rows);
-                mark!(c, &rows);
-                Ok(rows.len())
+                mark!(c, rows)
             })
             .await
         }
-        // One writer at a time: no lock to take.
+        // No transaction around the scan (it could not upgrade to a write if
+        // another writer committed meanwhile); the guarded marks settle who
+        // claimed a row.
         super::DbConn::Sqlite(pooled) => {
             let c: &mut super::SqliteConn = &mut *pooled;
             let mut rows: Vec<Row> = unpublished!().load(c).await?;
@@ -185,13 +211,59 @@ pub async fn publish_pending(
                 rows.extend(lost!(room).load::<Row>(c).await?);
             }
             if rows.is_empty() {
-                return Ok(0);
+                return Ok(Vec::new());
             }
-            publish!(rows);
-            mark!(c, &rows);
-            Ok(rows.len())
+            mark!(c, rows)
         }
     }
+}
+
+/// Gives back rows of a claim made at `claimed_at` that could not be
+/// published: a row never published before is unpublished again, a lost one
+/// is due again at once, and the claim's count is undone, so the next round
+/// takes them as if this one had not happened. A row claimed again since (its
+/// count moved on) or dispatched meanwhile (part of the batch got through) is
+/// left as it is. Returns how many rows were given back.
+pub async fn unclaim(
+    conn: &mut super::DbConn,
+    claimed: &[Claimed],
+    claimed_at: NaiveDateTime,
+) -> QueryResult<usize> {
+    let mut groups: Vec<(bool, i32)> = claimed
+        .iter()
+        .map(|c| (c.first, c.previous_count))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut given_back = 0;
+    for (first, count) in groups {
+        let ids: Vec<&str> = claimed
+            .iter()
+            .filter(|c| (c.first, c.previous_count) == (first, count))
+            .map(|c| c.event.id.as_str())
+            .collect();
+        let (published_at, republish_after) = if first {
+            (None, None)
+        } else {
+            (Some(claimed_at), Some(claimed_at))
+        };
+        given_back += crate::with_conn!(conn, |c| {
+            diesel::update(
+                outbox::table
+                    .filter(outbox::id.eq_any(&ids))
+                    .filter(outbox::publish_count.eq(count.saturating_add(1)))
+                    .filter(outbox::dispatched_at.is_null()),
+            )
+            .set((
+                outbox::published_at.eq(published_at),
+                outbox::publish_count.eq(count),
+                outbox::republish_after.eq(republish_after),
+            ))
+            .execute(c)
+            .await
+        })?;
+    }
+    Ok(given_back)
 }
 
 /// Which of `ids` are events in the outbox.

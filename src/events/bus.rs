@@ -151,9 +151,9 @@ impl Publisher for Bus {
         async move {
             match self {
                 Bus::Redis(stream) => stream.publish(events).await,
-                // Never waits: the relay holds the rows' locks meanwhile, and
-                // the dispatcher may need them to make room. A full channel
-                // is a failed publish; the rows are taken again next round.
+                // Never waits: the dispatcher that makes room may be behind
+                // for a while. A full channel is a failed publish; the relay
+                // gives the rows back and takes them again next round.
                 Bus::Local(channel) => {
                     let permits = channel
                         .tx

@@ -70,8 +70,36 @@ pub enum ApiError {
     Overloaded,
     #[error("a dependency is unavailable; retry shortly")]
     Unavailable(String),
+    /// Anything unexpected: a 500. Build it with `?` or `.into()` (see
+    /// `From<anyhow::Error>`), which answers an outage hidden inside with
+    /// 503 instead.
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// An unexpected error, unless a database outage is what it carries: then
+/// 503 `unavailable`, as every outage is.
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if carries_outage(&e) {
+            ApiError::Unavailable(format!("{e:#}"))
+        } else {
+            ApiError::Internal(e)
+        }
+    }
+}
+
+/// Whether a database outage is in `e`'s chain of causes: an error wrapped
+/// into `anyhow` keeps its type, so the classification survives the wrap.
+fn carries_outage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<DbError>()
+            .is_some_and(DbError::is_unavailable)
+            || cause
+                .downcast_ref::<diesel::result::Error>()
+                .is_some_and(crate::db::is_outage)
+    })
 }
 
 impl ApiError {
@@ -187,11 +215,18 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Built directly rather than through `From`: still never a 500.
+            ApiError::Internal(e) if carries_outage(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            if carries_outage(e) {
+                return ApiError::Unavailable(format!("{e:#}")).error_response();
+            }
+        }
         match self {
             ApiError::Internal(e) => tracing::error!(error = ?e, "request failed"),
             ApiError::Unavailable(cause) => {
@@ -286,7 +321,7 @@ impl From<AccountError> for ApiError {
             AccountError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
             AccountError::Overloaded => ApiError::Overloaded,
             AccountError::Db(e) => e.into(),
-            AccountError::Internal(e) => ApiError::Internal(e),
+            AccountError::Internal(e) => e.into(),
         }
     }
 }
@@ -466,5 +501,56 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(body["error"]["code"], "overloaded");
         assert_eq!(retry.as_deref(), Some("1"));
+    }
+
+    fn terminated() -> diesel::result::Error {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new("terminating connection due to administrator command".to_owned()),
+        )
+    }
+
+    #[track_caller]
+    fn assert_unavailable(e: ApiError) {
+        assert_eq!(e.status_code(), 503, "{e:?}");
+        let (status, body, retry) = body_of(e);
+        assert_eq!(status, 503);
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(!body.to_string().contains("administrator"), "{body}");
+    }
+
+    #[test]
+    fn outages_are_503_by_every_path() {
+        assert_unavailable(terminated().into());
+        assert_unavailable(DbError::Query(terminated()).into());
+        assert_unavailable(CatalogError::Db(DbError::Query(terminated())).into());
+        assert_unavailable(
+            crate::orders::OrdersError::Db(DbError::Query(
+                diesel::result::Error::BrokenTransactionManager,
+            ))
+            .into(),
+        );
+        assert_unavailable(AccountError::Db(DbError::Unavailable("pool timed out".into())).into());
+        // Wrapped into anyhow, by `?` or by hand, with context on top.
+        let wrapped =
+            anyhow::Error::from(DbError::Query(terminated())).context("placing the order");
+        assert_unavailable(wrapped.into());
+        assert_unavailable(AccountError::Internal(anyhow::Error::from(terminated())).into());
+        assert_unavailable(ApiError::Internal(anyhow::Error::from(terminated())));
+    }
+
+    #[test]
+    fn faults_stay_500() {
+        let fault = diesel::result::Error::DeserializationError("bad column".into());
+        let (status, body, retry) = body_of(fault.into());
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert_eq!(retry, None);
+        let (status, _, _) = body_of(anyhow::anyhow!("connection closed").into());
+        assert_eq!(
+            status, 500,
+            "only a typed database error counts, never a message"
+        );
     }
 }

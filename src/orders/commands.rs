@@ -127,7 +127,13 @@ impl Orders {
                     resource_id: order_id.to_owned(),
                 },
             });
-            match orders_db::commit_change(&mut self.inner.db.conn().await?, &change).await {
+            // The connection goes back to the pool with the statement, before
+            // anything else is awaited (connection rule).
+            let committed = {
+                let mut conn = self.inner.db.conn().await?;
+                orders_db::commit_change(&mut conn, &change).await
+            };
+            match committed {
                 Ok(()) => {
                     applied = true;
                     break;

@@ -23,13 +23,13 @@ const CHECKOUTS_PER_CUSTOMER: usize = 10;
 
 /// What a flash sale's checkouts answered.
 #[derive(Debug, Default)]
-struct Tally {
-    paid: Vec<String>,
-    out_of_stock: usize,
-    other: Vec<String>,
+pub(crate) struct Tally {
+    pub paid: Vec<String>,
+    pub out_of_stock: usize,
+    pub other: Vec<String>,
 }
 
-fn tally(replies: Vec<Reply>) -> Tally {
+pub(crate) fn tally(replies: Vec<Reply>) -> Tally {
     let mut t = Tally::default();
     for r in replies {
         match (r.status.as_u16(), r.body["status"].as_str(), r.error_code()) {
@@ -43,7 +43,7 @@ fn tally(replies: Vec<Reply>) -> Tally {
 
 /// The outcome of a checkout answered 202 (the saga outlived the wait, which
 /// a loaded test machine can cause): its order's final status.
-async fn settle_accepted(t: &mut Tally, status_of: impl AsyncFn(&str) -> String) {
+pub(crate) async fn settle_accepted(t: &mut Tally, status_of: impl AsyncFn(&str) -> String) {
     let accepted: Vec<String> = t
         .other
         .iter()
@@ -165,7 +165,11 @@ fn engine(db_url: &str, workdir: &std::path::Path) -> EngineProcess {
     engine_with(db_url, workdir, &[])
 }
 
-fn engine_with(db_url: &str, workdir: &std::path::Path, env: &[(&str, &str)]) -> EngineProcess {
+pub(crate) fn engine_with(
+    db_url: &str,
+    workdir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> EngineProcess {
     let mut cmd = orderflow_command(workdir);
     cmd.env("ORDERFLOW_ENV", "test")
         .env("ORDERFLOW__DATABASE__URL", db_url)
@@ -179,7 +183,12 @@ fn engine_with(db_url: &str, workdir: &std::path::Path, env: &[(&str, &str)]) ->
     EngineProcess::start(cmd)
 }
 
-async fn call(client: &reqwest::Client, url: String, body: Value, token: Option<&str>) -> Reply {
+pub(crate) async fn call(
+    client: &reqwest::Client,
+    url: String,
+    body: Value,
+    token: Option<&str>,
+) -> Reply {
     let mut request = client.post(url).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -190,7 +199,7 @@ async fn call(client: &reqwest::Client, url: String, body: Value, token: Option<
     }
 }
 
-async fn token_of(reply: Reply) -> String {
+pub(crate) async fn token_of(reply: Reply) -> String {
     reply.assert_status(if reply.status == 200 { 200 } else { 201 });
     reply.body["access_token"].as_str().unwrap().to_owned()
 }
@@ -250,7 +259,7 @@ async fn setup_product(client: &reqwest::Client, engine: &EngineProcess, stock: 
     admin
 }
 
-fn database(url: &str) -> orderflow::db::Database {
+pub(crate) fn database(url: &str) -> orderflow::db::Database {
     let mut settings = test_settings().database;
     settings.url = Some(SecretString::from(url.to_owned()));
     orderflow::db::Database::connect(&settings).expect("pool")
