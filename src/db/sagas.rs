@@ -6,15 +6,13 @@
 //! candidates with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so two processes
 //! scanning at once split the work instead of queueing on each other's rows.
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
-use uuid::Uuid;
-
-use super::orders::{SagaRow, SagaStepRow};
+use super::orders::{SagaRow, SagaStepRow, StepRecord};
 use super::schema::{orders, saga_steps, sagas};
 use super::DbConn;
 use crate::with_conn;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 pub async fn find(conn: &mut DbConn, order_id: &str) -> QueryResult<Option<SagaRow>> {
     with_conn!(conn, |c| {
@@ -39,119 +37,87 @@ pub async fn steps(conn: &mut DbConn, order_id: &str) -> QueryResult<Vec<SagaSte
     })
 }
 
-/// Records that a step starts (again): its row with the attempt counted,
-/// and the saga's current step. Returns the step row's id and attempt.
-pub async fn begin_step(
-    conn: &mut DbConn,
-    order_id: &str,
-    name: &str,
-    kind: &str,
-    ref_id: &str,
-    now: NaiveDateTime,
-) -> QueryResult<(String, i32)> {
-    with_conn!(conn, |c| {
-        c.transaction(async |c| {
-            // Write first: on SQLite a transaction that reads before it
-            // writes cannot upgrade if another writer committed meanwhile.
-            diesel::update(sagas::table.find(order_id))
-                .set((sagas::current_step.eq(name), sagas::updated_at.eq(now)))
-                .execute(c)
-                .await?;
-            let existing: Option<(String, i32)> = saga_steps::table
-                .filter(saga_steps::order_id.eq(order_id))
-                .filter(saga_steps::name.eq(name))
-                .filter(saga_steps::ref_id.eq(ref_id))
-                .select((saga_steps::id, saga_steps::attempt))
-                .first(c)
-                .await
-                .optional()?;
-            let result = match existing {
-                Some((id, attempt)) => {
-                    diesel::update(saga_steps::table.find(&id))
-                        .set((
-                            saga_steps::status.eq("running"),
-                            saga_steps::attempt.eq(attempt + 1),
-                            saga_steps::finished_at.eq(None::<NaiveDateTime>),
-                        ))
-                        .execute(c)
-                        .await?;
-                    (id, attempt + 1)
-                }
-                None => {
-                    let row = SagaStepRow {
-                        id: Uuid::now_v7().to_string(),
-                        order_id: order_id.to_owned(),
-                        name: name.to_owned(),
-                        kind: kind.to_owned(),
-                        ref_id: ref_id.to_owned(),
-                        status: "running".to_owned(),
-                        attempt: 1,
-                        error: None,
-                        started_at: now,
-                        finished_at: None,
-                    };
-                    diesel::insert_into(saga_steps::table)
-                        .values(&row)
-                        .execute(c)
-                        .await?;
-                    (row.id, 1)
-                }
-            };
-            Ok(result)
-        })
-        .await
-    })
-}
-
-/// Records a failed attempt of a step (it will be retried, or the saga parks).
-pub async fn fail_attempt(
-    conn: &mut DbConn,
-    step_id: &str,
-    error: &str,
-    now: NaiveDateTime,
-) -> QueryResult<()> {
-    with_conn!(conn, |c| {
-        diesel::update(saga_steps::table.find(step_id))
-            .set((
-                saga_steps::status.eq("failed"),
-                saga_steps::error.eq(error),
-                saga_steps::finished_at.eq(now),
+/// Writes a step's record ([`StepRecord`]) in the transaction `$c` is in:
+/// inserted, or, if the step has a row already (it ran before: parked,
+/// resumed, or taken over), its status, error and finish replaced and the
+/// attempts added. One statement on both backends.
+macro_rules! upsert_step {
+    ($c:expr, $order_id:expr, $step:expr, $finished_at:expr) => {{
+        use diesel::upsert::excluded;
+        use $crate::db::schema::saga_steps as s;
+        let step: &$crate::db::orders::StepRecord = $step;
+        diesel::insert_into(s::table)
+            .values((
+                s::id.eq(uuid::Uuid::now_v7().to_string()),
+                s::order_id.eq($order_id),
+                s::name.eq(&step.name),
+                s::kind.eq(step.kind),
+                s::ref_id.eq(&step.ref_id),
+                s::status.eq(step.status),
+                s::attempt.eq(step.attempts),
+                s::error.eq(&step.error),
+                s::started_at.eq(step.started_at),
+                s::finished_at.eq(Some($finished_at)),
             ))
-            .execute(c)
+            .on_conflict((s::order_id, s::name, s::ref_id))
+            .do_update()
+            .set((
+                s::status.eq(excluded(s::status)),
+                s::attempt.eq(s::attempt + excluded(s::attempt)),
+                s::error.eq(excluded(s::error)),
+                s::finished_at.eq(excluded(s::finished_at)),
+            ))
+            .execute($c)
             .await
-            .map(|_| ())
-    })
+    }};
 }
+pub(crate) use upsert_step;
 
 /// Parks a saga whose step kept failing: it stays unfinished and visible
-/// (`stuck` once `sagas.stuck_after_s` passes) until resumed. Only while
-/// `owner` holds it and the order is still at `order_version` (a command
-/// that came in meanwhile gives the saga other work); returns whether it did.
+/// (`stuck` once `sagas.stuck_after_s` passes) until resumed, with the
+/// failing step (if it has a name) as its current step and the step's record (attempts, last
+/// error) written. Only while `owner` holds it and the order is still at
+/// `order_version` (a command that came in meanwhile gives the saga other
+/// work); returns whether it did.
 pub async fn park(
     conn: &mut DbConn,
     order_id: &str,
     owner: &str,
     order_version: i64,
+    step: Option<&StepRecord>,
+    now: NaiveDateTime,
 ) -> QueryResult<bool> {
     with_conn!(conn, |c| {
-        diesel::update(
-            sagas::table
-                .filter(sagas::order_id.eq(order_id))
-                .filter(sagas::lease_owner.eq(owner))
-                .filter(diesel::dsl::exists(
-                    orders::table
-                        .filter(orders::id.eq(order_id))
-                        .filter(orders::version.eq(order_version)),
-                )),
-        )
-        .set((
-            sagas::parked.eq(true),
-            sagas::lease_owner.eq(None::<String>),
-            sagas::lease_expires_at.eq(None::<NaiveDateTime>),
-        ))
-        .execute(c)
+        c.transaction(async |c| {
+            let parked = diesel::update(
+                sagas::table
+                    .filter(sagas::order_id.eq(order_id))
+                    .filter(sagas::lease_owner.eq(owner))
+                    .filter(diesel::dsl::exists(
+                        orders::table
+                            .filter(orders::id.eq(order_id))
+                            .filter(orders::version.eq(order_version)),
+                    )),
+            )
+            .set((
+                sagas::parked.eq(true),
+                sagas::updated_at.eq(now),
+                sagas::lease_owner.eq(None::<String>),
+                sagas::lease_expires_at.eq(None::<NaiveDateTime>),
+            ))
+            .execute(c)
+            .await?
+                == 1;
+            if let Some(step) = step.filter(|_| parked) {
+                diesel::update(sagas::table.find(order_id))
+                    .set(sagas::current_step.eq(&step.name))
+                    .execute(c)
+                    .await?;
+                upsert_step!(c, order_id, step, now)?;
+            }
+            Ok(parked)
+        })
         .await
-        .map(|n| n == 1)
     })
 }
 

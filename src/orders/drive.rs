@@ -1,12 +1,19 @@
-//! Running a saga: decide the next step from the persisted progress, record
-//! that it starts, run it, and record its outcome with every effect of it in
-//! one transaction; repeat until nothing is left to do.
+//! Running a saga: load the order once, decide the next step, run it, and
+//! record its outcome with every effect of it, the step's record (attempts,
+//! timings, error) and the lease's renewal in one transaction; then decide
+//! again from the order as that transaction left it, held in memory (a
+//! recorded refund or restock reloads it). Nothing is written before a step
+//! runs.
 //!
 //! A transient failure is retried with exponential backoff up to
-//! `sagas.max_step_attempts`; then the saga parks: unfinished, visible as
-//! `stuck`, resumable by an operator (and at the next start-up). The lease on
-//! the saga is renewed before every attempt; a process that lost its lease
-//! (it stalled past the TTL and another took over) stops at once.
+//! `sagas.max_step_attempts`, the attempts counted in memory; then the saga
+//! parks, writing the step's record: unfinished, visible as `stuck`,
+//! resumable by an operator (and at the next start-up). The lease is taken
+//! when the drive starts, renewed by every recorded step, before every retry,
+//! and while a slow step runs, and given back by the record of the last
+//! step; a process that lost its lease (it stalled past the TTL and another
+//! took over) stops at once. Every write is guarded by the order's version,
+//! so an order moved by another process is reloaded, never overwritten.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +25,11 @@ use serde_json::json;
 
 use super::steps::{StepError, StepResult};
 use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
-use crate::db::orders::{self as orders_db, ChangeError, StepFinish};
+use crate::db::orders::{self as orders_db, ChangeError, OrderChange, StepRecord};
 use crate::db::outbox::NewOutboxRow;
 use crate::db::sagas as sagas_db;
 use crate::db::DbError;
-use crate::domain::order::{next_step, Outcome, SagaState, Step};
+use crate::domain::order::{next_step, OrderProgress, Outcome, SagaState, Step};
 
 /// How a run of the saga ended in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +76,24 @@ impl Orders {
         if !self.claim(order_id, unpark).await? {
             return Ok(DriveEnd::NotOwner);
         }
+        let mut loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+        // The first step may have run before this drive (in a process that
+        // died, or before a park): its payment calls look their key up first.
+        let mut may_have_run = true;
         loop {
-            let loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
             let Some(step) = next_step(&loaded.progress) else {
                 self.finish(order_id).await?;
                 return Ok(DriveEnd::Finished);
             };
-            match self.run_step(&loaded, &step).await? {
-                Some(end) => return Ok(end),
-                None => continue,
+            match self.run_step(&loaded, &step, may_have_run).await? {
+                StepEnd::End(end) => return Ok(end),
+                StepEnd::Next(Some(next)) => loaded = *next,
+                StepEnd::Next(None) => {
+                    loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+                }
+                StepEnd::Released => return Ok(DriveEnd::Finished),
             }
+            may_have_run = false;
         }
     }
 
@@ -103,14 +118,14 @@ impl Orders {
         Ok(())
     }
 
-    /// Runs one step to an outcome, retrying transient failures. `None`
-    /// means the outcome is recorded (or the order moved on meanwhile) and
-    /// the saga goes on deciding.
+    /// Runs one step to an outcome, retrying transient failures, and
+    /// records it.
     async fn run_step(
         &self,
         loaded: &Loaded,
         step: &Step,
-    ) -> Result<Option<DriveEnd>, OrdersError> {
+        may_have_run: bool,
+    ) -> Result<StepEnd, OrdersError> {
         let order_id = loaded.row.id.as_str();
         let name = step.name();
         let step_label = name.map(|n| n.as_str()).unwrap_or("bookkeeping");
@@ -121,42 +136,38 @@ impl Orders {
             } => id.clone(),
             _ => String::new(),
         };
+        let mut record = name.map(|name| StepRecord {
+            name: name.as_str().to_owned(),
+            kind: if name.is_compensation() {
+                "compensation"
+            } else {
+                "step"
+            },
+            ref_id,
+            status: "failed",
+            attempts: 0,
+            error: None,
+            started_at: Utc::now().naive_utc(),
+        });
         let mut backoff = self.inner.policy.backoff;
         let mut fresh: Option<Loaded> = None;
         for attempt_index in 0..self.inner.policy.max_attempts {
-            if !self.claim(order_id, false).await? {
-                return Ok(Some(DriveEnd::NotOwner));
-            }
+            let attempt = attempt_index as i32 + 1;
             if attempt_index > 0 {
+                if !self.claim(order_id, false).await? {
+                    return Ok(StepEnd::End(DriveEnd::NotOwner));
+                }
                 // A command may have moved the order while we waited.
                 let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
                 if next_step(&reloaded.progress).as_ref() != Some(step) {
-                    return Ok(None);
+                    return Ok(StepEnd::Next(Some(Box::new(reloaded))));
                 }
                 fresh = Some(reloaded);
             }
             let current = fresh.as_ref().unwrap_or(loaded);
-            let (step_id, attempt) = match name {
-                Some(name) => {
-                    let kind = if name.is_compensation() {
-                        "compensation"
-                    } else {
-                        "step"
-                    };
-                    let mut conn = self.inner.db.conn().await?;
-                    let (id, attempt) = sagas_db::begin_step(
-                        &mut conn,
-                        order_id,
-                        name.as_str(),
-                        kind,
-                        &ref_id,
-                        Utc::now().naive_utc(),
-                    )
-                    .await?;
-                    (Some(id), attempt)
-                }
-                None => (None, 1),
-            };
+            if let Some(record) = &mut record {
+                record.attempts = attempt;
+            }
             let span =
                 tracing::info_span!("saga_step", order.id = order_id, step = step_label, attempt);
             let started = Instant::now();
@@ -166,18 +177,19 @@ impl Orders {
             // not safe on SQLite): if the lease is lost anyway, recording the
             // outcome fails and this process stops there.
             let heartbeat = self.spawn_heartbeat(order_id);
-            let result = self.execute(current, step, attempt).instrument(span).await;
+            let result = self
+                .execute(current, step, may_have_run || attempt_index > 0)
+                .instrument(span)
+                .await;
             heartbeat.stop().await;
             metrics::histogram!("saga_step_duration_seconds", "step" => step_label)
                 .record(started.elapsed().as_secs_f64());
             match result {
-                Ok(result) => return self.record(current, step, step_id, result).await,
+                Ok(result) => return self.record(current, step, record, result).await,
                 Err(StepError::Transient(message)) => {
                     tracing::warn!(order.id = order_id, step = step_label, attempt, error = %message, "saga step failed; will retry");
-                    if let Some(id) = &step_id {
-                        let mut conn = self.inner.db.conn().await?;
-                        sagas_db::fail_attempt(&mut conn, id, &message, Utc::now().naive_utc())
-                            .await?;
+                    if let Some(record) = &mut record {
+                        record.error = Some(message);
                     }
                     metrics::counter!("saga_step_failures_total", "step" => step_label)
                         .increment(1);
@@ -193,11 +205,22 @@ impl Orders {
         // the order meanwhile: then the saga has other work to try first.
         let latest = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
         if next_step(&latest.progress).as_ref() != Some(step) {
-            return Ok(None);
+            return Ok(StepEnd::Next(Some(Box::new(latest))));
         }
         let mut conn = self.inner.db.conn().await?;
-        if !sagas_db::park(&mut conn, order_id, &self.inner.owner, latest.row.version).await? {
-            return Ok(None);
+        let now = Utc::now().naive_utc();
+        let owner = &self.inner.owner;
+        if !sagas_db::park(
+            &mut conn,
+            order_id,
+            owner,
+            latest.row.version,
+            record.as_ref(),
+            now,
+        )
+        .await?
+        {
+            return Ok(StepEnd::Next(None));
         }
         tracing::error!(
             order.id = order_id,
@@ -205,7 +228,7 @@ impl Orders {
             "saga step kept failing; the saga is parked"
         );
         metrics::counter!("sagas_stuck_total").increment(1);
-        Ok(Some(DriveEnd::Parked))
+        Ok(StepEnd::End(DriveEnd::Parked))
     }
 
     /// Renews the saga's lease every third of its lifetime until stopped,
@@ -250,17 +273,18 @@ impl Orders {
         }
     }
 
-    /// Writes a step's outcome and all its effects in one transaction. If
-    /// the order moved meanwhile (a command from another process), the same
-    /// outcome is applied to the fresh progress: the effect happened and
-    /// must be recorded.
+    /// Writes a step's outcome, all its effects and the step's record in one
+    /// transaction, renewing the lease, or giving it back if the saga has
+    /// nothing left to do. If the order moved meanwhile (a command from
+    /// another process), the same outcome is applied to the fresh progress:
+    /// the effect happened and must be recorded.
     async fn record(
         &self,
         loaded: &Loaded,
         step: &Step,
-        step_id: Option<String>,
+        record: Option<StepRecord>,
         result: StepResult,
-    ) -> Result<Option<DriveEnd>, OrdersError> {
+    ) -> Result<StepEnd, OrdersError> {
         let order_id = loaded.row.id.as_str();
         let mut fresh: Option<Loaded> = None;
         for _ in 0..5 {
@@ -272,6 +296,13 @@ impl Orders {
             change.lease = Some(self.inner.owner.clone());
             self.set_progress(&mut change, &applied.progress, now);
             change.saga.current_step = step.name().map(|n| n.as_str().to_owned());
+            let done = next_step(&applied.progress).is_none();
+            if done {
+                change.saga.lease_owner = Some(None);
+                change.saga.lease_expires_at = Some(None);
+            } else {
+                change.saga.lease_expires_at = Some(Some(now + self.inner.policy.lease_ttl));
+            }
             // A business refusal (decline, no stock) is a step that failed;
             // its compensations follow.
             let status = match result.outcome {
@@ -280,10 +311,10 @@ impl Orders {
                 Outcome::PaymentFound(_) => "failed",
                 _ => "failed",
             };
-            change.step = step_id.clone().map(|id| StepFinish {
-                step_id: id,
+            change.step = record.clone().map(|r| StepRecord {
                 status,
                 error: result.note.clone(),
+                ..r
             });
             change.payment_ref = result.payment_ref.clone();
             change.payment = result.payment.clone();
@@ -325,12 +356,21 @@ impl Orders {
             let mut conn = self.inner.db.conn().await?;
             match orders_db::commit_change(&mut conn, &change).await {
                 Ok(()) => {
+                    drop(conn);
                     let after = applied.progress.saga_state();
                     if before == SagaState::Running && after != before {
                         let outcome = after.as_str();
                         metrics::counter!("sagas_finished_total", "state" => outcome).increment(1);
                     }
-                    return Ok(None);
+                    if done {
+                        return Ok(StepEnd::Released);
+                    }
+                    let next = advanced(base, &change, applied.progress);
+                    #[cfg(debug_assertions)]
+                    if let Some(next) = &next {
+                        self.check_advanced(next).await;
+                    }
+                    return Ok(StepEnd::Next(next.map(Box::new)));
                 }
                 Err(ChangeError::Stale) => {
                     // A command (from another process) moved the order. If
@@ -341,7 +381,7 @@ impl Orders {
                     drop(conn);
                     let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
                     if next_step(&reloaded.progress).as_ref() != Some(step) {
-                        return Ok(None);
+                        return Ok(StepEnd::Next(Some(Box::new(reloaded))));
                     }
                     fresh = Some(reloaded);
                 }
@@ -350,7 +390,7 @@ impl Orders {
                         order.id = order_id,
                         "lost the saga's lease before recording a step"
                     );
-                    return Ok(Some(DriveEnd::NotOwner));
+                    return Ok(StepEnd::End(DriveEnd::NotOwner));
                 }
                 // Saga steps carry no idempotency key.
                 Err(ChangeError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
@@ -361,6 +401,63 @@ impl Orders {
             "the order kept changing while a step was recorded".to_owned(),
         ))
     }
+
+    /// Debug builds (every test) check that the order held in memory after
+    /// a recorded step is the order as stored, unless another process
+    /// moved it since.
+    #[cfg(debug_assertions)]
+    async fn check_advanced(&self, next: &Loaded) {
+        let Ok(Some(stored)) = self.load(&next.row.id).await else {
+            return;
+        };
+        if stored.row.version == next.row.version {
+            assert_eq!(stored.progress, next.progress, "the saga's order in memory");
+            assert_eq!(stored.row.payment_ref, next.row.payment_ref);
+            assert_eq!(stored.row.status, next.row.status);
+            assert_eq!(stored.refunds.len(), next.refunds.len());
+        }
+    }
+}
+
+/// How a step ended, for the drive loop.
+enum StepEnd {
+    /// Stop driving.
+    End(DriveEnd),
+    /// Decide again: on this order, or on a reload (`None`).
+    Next(Option<Box<Loaded>>),
+    /// The last step was recorded and the lease given back with it.
+    Released,
+}
+
+/// The order as `change`, just committed on top of `base`, left it, when
+/// that can be known without a read: the order row's columns and version
+/// move, and nothing the step did touched refunds or items (those reload).
+fn advanced(base: &Loaded, change: &OrderChange, progress: OrderProgress) -> Option<Loaded> {
+    if change.new_refund.is_some() || change.refund_update.is_some() || !change.restocked.is_empty()
+    {
+        return None;
+    }
+    let mut row = base.row.clone();
+    let p = &change.progress;
+    row.status.clone_from(&p.status);
+    row.payment_status.clone_from(&p.payment_status);
+    row.stock_state.clone_from(&p.stock_state);
+    row.authorized = p.authorized;
+    row.captured = p.captured;
+    row.refunded = p.refunded;
+    row.cancel_requested = p.cancel_requested;
+    row.capture_requested = p.capture_requested;
+    row.updated_at = p.updated_at;
+    row.version = change.expected_version + 1;
+    if let Some(reference) = &change.payment_ref {
+        row.payment_ref = Some(reference.clone());
+    }
+    Some(Loaded {
+        row,
+        progress,
+        refunds: base.refunds.clone(),
+        items: base.items.clone(),
+    })
 }
 
 /// Stops a lease heartbeat when the step is done.

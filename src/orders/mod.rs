@@ -342,6 +342,8 @@ pub(crate) struct Loaded {
     pub progress: OrderProgress,
     /// Refunds not finished, oldest first.
     pub refunds: Vec<RefundRow>,
+    /// The order's lines, sorted by SKU.
+    pub items: Vec<orders_db::OrderItemRow>,
 }
 
 /// One entry of an order's audit trail.

@@ -75,17 +75,17 @@ impl Orders {
         &self,
         loaded: &Loaded,
         step: &Step,
-        attempt: i32,
+        may_have_run: bool,
     ) -> Result<StepResult, StepError> {
         let order_id = loaded.row.id.as_str();
         let order_uuid = Uuid::parse_str(order_id)
             .map_err(|e| StepError::Transient(format!("order id: {e}")))?;
-        let items = orders_db::items(&mut self.inner.db.conn().await?, order_id).await?;
+        let items = loaded.items.as_slice();
         match step {
-            Step::ReserveInventory => self.reserve(&items, order_uuid).await,
-            Step::CommitInventory => self.commit(&items, order_uuid).await,
+            Step::ReserveInventory => self.reserve(items, order_uuid).await,
+            Step::CommitInventory => self.commit(items, order_uuid).await,
             Step::ReleaseInventory => {
-                let restocked = self.release_all(&items, order_uuid, true).await?;
+                let restocked = self.release_all(items, order_uuid, true).await?;
                 let mut result = StepResult::of(Outcome::Done);
                 result.restocked = restocked;
                 Ok(result)
@@ -94,7 +94,7 @@ impl Orders {
                 let key = format!("{order_id}:authorize");
                 let request =
                     self.request(loaded, Operation::Authorize, key, loaded.row.total, None);
-                self.pay(&request, attempt).await
+                self.pay(&request, may_have_run).await
             }
             Step::CapturePayment => {
                 let key = format!("{order_id}:capture");
@@ -106,7 +106,7 @@ impl Orders {
                     loaded.progress.authorized,
                     reference,
                 );
-                self.pay(&request, attempt).await
+                self.pay(&request, may_have_run).await
             }
             Step::VoidPayment => {
                 let reference = loaded.row.payment_ref.clone();
@@ -133,7 +133,7 @@ impl Orders {
                     loaded.progress.authorized,
                     reference,
                 );
-                let mut result = self.pay(&request, attempt).await?;
+                let mut result = self.pay(&request, may_have_run).await?;
                 if result.outcome == Outcome::Declined {
                     result.outcome = Outcome::Refused;
                 }
@@ -146,7 +146,7 @@ impl Orders {
                 drop(conn);
                 let key = format!("{refund_id}:refund");
                 let request = self.request(loaded, Operation::Refund, key, *amount, capture_ref);
-                let mut result = self.pay(&request, attempt).await?;
+                let mut result = self.pay(&request, may_have_run).await?;
                 let restock_done = loaded
                     .refunds
                     .iter()
@@ -183,7 +183,7 @@ impl Orders {
             }
             Step::RestockInventory { refund_id: None } => {
                 let mut result = StepResult::of(Outcome::Done);
-                for item in &items {
+                for item in items {
                     let quantity = item.quantity - item.restocked;
                     if quantity > 0 {
                         let note = return_note(order_id, &item.sku);
@@ -406,13 +406,18 @@ impl Orders {
         }
     }
 
-    /// One payment call. A retry (attempt > 1, including after a crash) and
-    /// a timeout first look the key up, so an operation that happened is
+    /// One payment call. A call that may have been made before (a retry, or
+    /// the first step of a saga resumed after a crash or a takeover) and a
+    /// timeout first look the key up, so an operation that happened is
     /// found instead of repeated.
-    async fn pay(&self, request: &PaymentRequest, attempt: i32) -> Result<StepResult, StepError> {
+    async fn pay(
+        &self,
+        request: &PaymentRequest,
+        may_have_run: bool,
+    ) -> Result<StepResult, StepError> {
         let provider = &self.inner.payments.provider;
         let mut found = None;
-        if attempt > 1 {
+        if may_have_run {
             found = self.lookup(request).await?;
         }
         let outcome = match found {

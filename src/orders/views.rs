@@ -323,6 +323,8 @@ pub(super) fn saga_columns(
         parked: false,
         updated_at: now,
         finished_at: Some((state != SagaState::Running).then_some(now)),
+        lease_owner: None,
+        lease_expires_at: None,
     }
 }
 
@@ -333,6 +335,7 @@ impl Orders {
             return Ok(None);
         };
         let refunds = orders_db::open_refunds(&mut conn, order_id).await?;
+        let items = orders_db::items(&mut conn, order_id).await?;
         let mut progress = progress_of(&row, &refunds)?;
         if let Some(saga) = sagas_db::find(&mut conn, order_id).await? {
             progress.failed = saga.state == SagaState::Failed.as_str();
@@ -341,6 +344,7 @@ impl Orders {
             row,
             progress,
             refunds,
+            items,
         }))
     }
 

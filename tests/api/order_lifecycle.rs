@@ -253,6 +253,26 @@ async fn a_stuck_saga_is_listed_and_resumed(backend: Backend) {
         .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
         .await;
     assert_eq!(saga.body["state"], "completed");
+    // The step's record was written by the park and again with its outcome:
+    // the attempts of both runs add up, and the success clears the error.
+    let authorize = saga.body["steps"][1].clone();
+    assert_eq!(
+        (
+            authorize["name"].as_str(),
+            authorize["status"].as_str(),
+            authorize["attempt"].as_i64()
+        ),
+        (Some("authorize_payment"), Some("succeeded"), Some(3)),
+        "{authorize}"
+    );
+    assert!(authorize["error"].is_null(), "{authorize}");
+    let steps = saga.body["steps"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .all(|s| s["status"] == "succeeded" && !s["finished_at"].is_null()),
+        "{steps:?}"
+    );
     app.post(
         &format!("/api/v1/sagas/{order}/resume"),
         json!({}),
@@ -359,8 +379,62 @@ async fn refunds_queue_behind_a_stuck_refund(backend: Backend) {
     );
 }
 
+/// Steps write nothing before they run: what the saga view shows at any
+/// moment of a slow checkout is steps with their outcome, never one in
+/// progress, and the saga's lease is given back with its last step.
+async fn steps_are_recorded_with_their_outcome(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.payments.sandbox_latency_ms = 400;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.create_product(&admin, "SLOW-1", 700, 3).await;
+    let alice = app.customer_token().await;
+    let cart = app.cart_with(&alice, &[("SLOW-1", 1)]).await;
+    let reply = app
+        .client
+        .post(app.url(&format!("/api/v1/carts/{cart}/checkout")))
+        .bearer_auth(&alice)
+        .header("Prefer", "respond-async")
+        .json(&json!({"payment": {"token": "tok_ok"}}))
+        .send()
+        .await
+        .unwrap();
+    let reply = crate::support::app::read(reply).await;
+    reply.assert_status(202);
+    let order = order_id_of(&reply);
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    crate::support::process::eventually(
+        "the slow checkout pays the order",
+        std::time::Duration::from_secs(20),
+        || async {
+            let saga = app
+                .get(&format!("/api/v1/sagas/{order}"), Some(&admin))
+                .await;
+            for step in saga.body["steps"].as_array().unwrap() {
+                assert_ne!(step["status"], "running", "{step}");
+                assert!(!step["finished_at"].is_null(), "{step}");
+                seen.borrow_mut()
+                    .insert(step["name"].as_str().unwrap().to_owned());
+            }
+            saga.body["state"] == "completed"
+        },
+    )
+    .await;
+    assert!(seen.borrow().contains("authorize_payment"), "{seen:?}");
+    let db = app.database().await;
+    let mut conn = db.conn().await.unwrap();
+    let row = orderflow::db::sagas::find(&mut conn, &order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.lease_owner, row.lease_expires_at), (None, None));
+    assert_eq!(app.sandbox().charges(&order), 1);
+}
+
 crate::both_backends!(
     manual_capture,
     a_stuck_saga_is_listed_and_resumed,
-    refunds_queue_behind_a_stuck_refund
+    refunds_queue_behind_a_stuck_refund,
+    steps_are_recorded_with_their_outcome
 );

@@ -147,8 +147,9 @@ pub struct ProgressColumns {
 }
 
 /// Changes to the saga row that go with an order change. A `None` leaves
-/// its column as it is (a command keeps the saga's current step);
-/// `finished_at: Some(None)` clears it (a finished saga reopened by a refund).
+/// its column as it is (a command keeps the saga's current step and lease);
+/// `Some(None)` clears it (`finished_at` of a finished saga reopened by a
+/// refund; the lease of a saga whose last step was recorded).
 #[derive(Debug, Clone, AsChangeset)]
 #[diesel(table_name = sagas)]
 pub struct SagaColumns {
@@ -157,14 +158,27 @@ pub struct SagaColumns {
     pub parked: bool,
     pub updated_at: NaiveDateTime,
     pub finished_at: Option<Option<NaiveDateTime>>,
+    pub lease_owner: Option<Option<String>>,
+    pub lease_expires_at: Option<Option<NaiveDateTime>>,
 }
 
-/// One step finished (or failed for good).
+/// A step's record, written with the step's outcome (or with the park after
+/// its last failed attempt), never before it runs: the order actor counts
+/// the attempts and keeps the last error in memory meanwhile. Upserted by
+/// (order, name, ref_id): a step run again (after a park, a crash, or a
+/// second refund's compensation with the same ref) adds its attempts to
+/// the row's and keeps the row's first start.
 #[derive(Debug, Clone)]
-pub struct StepFinish {
-    pub step_id: String,
+pub struct StepRecord {
+    pub name: String,
+    /// `step` or `compensation`.
+    pub kind: &'static str,
+    pub ref_id: String,
+    /// `succeeded` or `failed`.
     pub status: &'static str,
+    pub attempts: i32,
     pub error: Option<String>,
+    pub started_at: NaiveDateTime,
 }
 
 /// Everything that changes together when an order moves.
@@ -184,7 +198,7 @@ pub struct OrderChange {
     pub audit: Vec<OrderEventRow>,
     pub outbox: Vec<NewOutboxRow>,
     pub saga: SagaColumns,
-    pub step: Option<StepFinish>,
+    pub step: Option<StepRecord>,
     /// For a saga step: the lease owner. The change applies only while the
     /// saga's lease names this owner: a lease that ran out but that nobody
     /// else took is still ours (taking it over always changes the owner).
@@ -317,14 +331,12 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
                 return Err(ChangeError::LeaseLost);
             }
             if let Some(step) = &change.step {
-                diesel::update(saga_steps::table.find(&step.step_id))
-                    .set((
-                        saga_steps::status.eq(step.status),
-                        saga_steps::error.eq(&step.error),
-                        saga_steps::finished_at.eq(change.progress.updated_at),
-                    ))
-                    .execute(c)
-                    .await?;
+                crate::db::sagas::upsert_step!(
+                    c,
+                    &change.order_id,
+                    step,
+                    change.progress.updated_at
+                )?;
             }
             Ok(())
         })
