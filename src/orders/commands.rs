@@ -163,7 +163,7 @@ impl Orders {
         // Give the saga its work (compensations, capture, the refund). The
         // command is durable now: if the saga cannot go on here, recovery
         // finishes it, and the answer shows where it stands.
-        if let Err(e) = self.drive_patiently(order_id, false).await {
+        if let Err(e) = self.drive_patiently(order_id, false, None).await {
             tracing::warn!(order.id = order_id, error = %e, "the saga did not finish after a command");
         }
         match refund_id {

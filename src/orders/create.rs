@@ -5,7 +5,8 @@
 use chrono::{NaiveDateTime, Utc};
 use serde_json::json;
 
-use super::{audit_row, event_payload, Actor, Orders, OrdersError};
+use super::views::progress_of;
+use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
 use crate::db::idempotency::Binding;
 use crate::db::orders::{
     self as orders_db, CreateError, NewOrder, OrderEventRow, OrderItemRow, OrderRow, SagaRow,
@@ -210,6 +211,15 @@ impl Orders {
             now,
         });
         let (audit, outbox) = created_records(&row, &items, &Actor::User(order.user_id), now);
+        // The order as this placement commits it, for the saga's first drive.
+        let mut sorted = items.clone();
+        sorted.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let placed = Loaded {
+            progress: progress_of(&row, &[])?,
+            row: row.clone(),
+            refunds: Vec::new(),
+            items: sorted,
+        };
         let new = NewOrder {
             outbox: vec![outbox],
             saga: SagaRow {
@@ -242,8 +252,10 @@ impl Orders {
             Err(CreateError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
             Err(CreateError::Query(e)) => return Err(e.into()),
         }
+        drop(conn);
         metrics::counter!("sagas_started_total").increment(1);
         tracing::info!(order.id = %order_id, "order created");
+        self.hand_over(placed).await;
         Ok(id)
     }
 }

@@ -24,7 +24,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::steps::{StepError, StepResult};
-use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
+use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError, Placed};
 use crate::db::orders::{self as orders_db, ChangeError, OrderChange, StepRecord};
 use crate::db::outbox::NewOutboxRow;
 use crate::db::sagas as sagas_db;
@@ -50,11 +50,12 @@ impl Orders {
         &self,
         order_id: &str,
         unpark: bool,
+        mut placed: Option<Box<Placed>>,
     ) -> Result<DriveEnd, OrdersError> {
         let mut backoff = self.inner.policy.backoff.max(Duration::from_millis(10));
         let mut tries = 1;
         loop {
-            match self.drive(order_id, unpark).await {
+            match self.drive(order_id, unpark, placed.take()).await {
                 Err(OrdersError::Db(e))
                     if e.is_unavailable() && tries < self.inner.policy.max_attempts =>
                 {
@@ -68,18 +69,38 @@ impl Orders {
         }
     }
 
+    /// Drives the saga of `order_id`. `placed` is the order as this
+    /// process just placed it, with the lease its placement took: used
+    /// while that lease has most of its life left, instead of a claim and a
+    /// read.
     pub(super) async fn drive(
         &self,
         order_id: &str,
         unpark: bool,
+        placed: Option<Box<Placed>>,
     ) -> Result<DriveEnd, OrdersError> {
-        if !self.claim(order_id, unpark).await? {
-            return Ok(DriveEnd::NotOwner);
-        }
-        let mut loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
+        let fresh_for = (self.inner.policy.lease_ttl / 3)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let placed =
+            placed.filter(|p| !unpark && p.loaded.row.id == order_id && p.at.elapsed() < fresh_for);
         // The first step may have run before this drive (in a process that
-        // died, or before a park): its payment calls look their key up first.
-        let mut may_have_run = true;
+        // died, or before a park): its payment calls look their key up
+        // first. Not so for an order this drive has just placed.
+        let mut may_have_run = placed.is_none();
+        let mut loaded = match placed {
+            Some(placed) => {
+                #[cfg(debug_assertions)]
+                self.check_advanced(&placed.loaded).await;
+                placed.loaded
+            }
+            None => {
+                if !self.claim(order_id, unpark).await? {
+                    return Ok(DriveEnd::NotOwner);
+                }
+                self.load(order_id).await?.ok_or(OrdersError::NotFound)?
+            }
+        };
         loop {
             let Some(step) = next_step(&loaded.progress) else {
                 self.finish(order_id).await?;
@@ -402,9 +423,9 @@ impl Orders {
         ))
     }
 
-    /// Debug builds (every test) check that the order held in memory after
-    /// a recorded step is the order as stored, unless another process
-    /// moved it since.
+    /// Debug builds (every test) check that the order held in memory (after
+    /// a recorded step, or as placed) is the order as stored, unless another
+    /// process moved it since.
     #[cfg(debug_assertions)]
     async fn check_advanced(&self, next: &Loaded) {
         let Ok(Some(stored)) = self.load(&next.row.id).await else {
@@ -415,6 +436,13 @@ impl Orders {
             assert_eq!(stored.row.payment_ref, next.row.payment_ref);
             assert_eq!(stored.row.status, next.row.status);
             assert_eq!(stored.refunds.len(), next.refunds.len());
+            let skus = |l: &Loaded| -> Vec<(String, i64)> {
+                l.items
+                    .iter()
+                    .map(|i| (i.sku.clone(), i.quantity))
+                    .collect()
+            };
+            assert_eq!(skus(&stored), skus(next), "the order's lines, in SKU order");
         }
     }
 }

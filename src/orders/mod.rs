@@ -127,7 +127,7 @@ struct Inner {
     inventory: Inventory,
     catalog: Catalog,
     payments: Payments,
-    actors: SerialPool<()>,
+    actors: SerialPool<Held>,
     policy: Policy,
     /// This process's name on the leases it takes.
     owner: String,
@@ -264,11 +264,37 @@ impl Orders {
         let id = order_id.to_string();
         self.inner
             .actors
-            .run(&id.clone(), move |()| {
+            .run(&id.clone(), move |held: Held| {
                 let (this, id) = (this.clone(), id.clone());
-                async move { ((), this.drive_patiently(&id, unpark).await.map(|_| ())) }
+                async move {
+                    let placed = held.0;
+                    let end = this.drive_patiently(&id, unpark, placed).await;
+                    (Held::default(), end.map(|_| ()))
+                }
             })
             .await?
+    }
+
+    /// Hands a just-placed order to its actor, so that the saga's first
+    /// drive starts from it without a claim or a read. Best effort: if the
+    /// actor cannot take it (its mailbox is full), the drive reads the order.
+    pub(super) async fn hand_over(&self, loaded: Loaded) {
+        let id = loaded.row.id.clone();
+        let placed = Placed {
+            loaded,
+            at: std::time::Instant::now(),
+        };
+        let handed = self
+            .inner
+            .actors
+            .run(&id, move |_: Held| {
+                let placed = placed.clone();
+                async move { (Held(Some(Box::new(placed))), ()) }
+            })
+            .await;
+        if let Err(e) = handed {
+            tracing::debug!(order.id = %id, error = %e, "the new order's actor did not take it; its saga reads it");
+        }
     }
 
     /// Runs a command in the order's actor, then the saga if the command
@@ -284,7 +310,7 @@ impl Orders {
         let id = order_id.to_string();
         self.inner
             .actors
-            .run(&id.clone(), move |()| {
+            .run(&id.clone(), move |_: Held| {
                 let (this, id, actor, command, key) = (
                     this.clone(),
                     id.clone(),
@@ -292,7 +318,12 @@ impl Orders {
                     command.clone(),
                     idempotency.clone(),
                 );
-                async move { ((), this.apply_command(&id, &actor, command, key).await) }
+                // A command reads the order as stored; what the actor held
+                // is dropped.
+                async move {
+                    let result = this.apply_command(&id, &actor, command, key).await;
+                    (Held::default(), result)
+                }
             })
             .await?
     }
@@ -336,7 +367,21 @@ impl Orders {
     }
 }
 
+/// What an order's actor holds between jobs: the order it has just placed,
+/// for the saga's first drive. Any job takes it: the first drive uses it if
+/// it is fresh, and every other job reads the order as stored.
+#[derive(Default)]
+pub(crate) struct Held(Option<Box<Placed>>);
+
+/// An order as its placement committed it, and when.
+#[derive(Clone)]
+pub(crate) struct Placed {
+    pub loaded: Loaded,
+    pub at: std::time::Instant,
+}
+
 /// One order as the saga sees it.
+#[derive(Clone)]
 pub(crate) struct Loaded {
     pub row: orders_db::OrderRow,
     pub progress: OrderProgress,
