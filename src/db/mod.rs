@@ -32,7 +32,9 @@ use anyhow::Context;
 use diesel::{Connection, SqliteConnection};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -216,8 +218,19 @@ impl Database {
         let timeout = Some(Duration::from_millis(settings.connect_timeout_ms));
         let pools = match &target {
             DatabaseTarget::Postgres(url) => {
-                let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose_secret());
+                // No test query when a connection is taken from the pool:
+                // that was a `SELECT 1` round trip per checkout of a
+                // connection, 18 per checkout flow. A connection whose
+                // server session ended is closed (tokio-postgres sees the
+                // socket close) and the pool drops it; one that dies
+                // between that check and its use fails there, as an outage
+                // (503; sagas and the pipeline retry or reload).
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    url.expose_secret(),
+                    config,
+                );
                 let pool = Pool::builder(manager)
                     .max_size(settings.pool_size())
                     .runtime(deadpool::Runtime::Tokio1)
@@ -231,6 +244,8 @@ impl Database {
             DatabaseTarget::Sqlite(path) => {
                 ensure_parent_dir(path)?;
                 let mut config = ManagerConfig::<SqliteConn>::default();
+                // In process: a connection does not go away.
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(|url| {
                     let url = url.to_owned();
                     async move {
