@@ -311,13 +311,26 @@ impl Orders {
         for _ in 0..5 {
             let base = fresh.as_ref().unwrap_or(loaded);
             let before = base.progress.saga_state();
-            let applied = base.progress.apply(step, &result.outcome);
             let now = Utc::now().naive_utc();
+            // A step that needs nothing but the order's state (confirming a
+            // paid order) is decided here and recorded with this one.
+            let first = base.progress.apply(step, &result.outcome);
+            let follow = next_step(&first.progress)
+                .filter(|next| *next == Step::ConfirmOrder)
+                .map(|next| {
+                    let applied = first.progress.apply(&next, &Outcome::Done);
+                    (next, applied)
+                });
             let mut change = self.change_for(base, now);
             change.lease = Some(self.inner.owner.clone());
-            self.set_progress(&mut change, &applied.progress, now);
-            change.saga.current_step = step.name().map(|n| n.as_str().to_owned());
-            let done = next_step(&applied.progress).is_none();
+            let last = follow.as_ref().map_or(step, |(next, _)| next);
+            let progress = follow
+                .as_ref()
+                .map_or(&first.progress, |(_, applied)| &applied.progress)
+                .clone();
+            self.set_progress(&mut change, &progress, now);
+            change.saga.current_step = last.name().map(|n| n.as_str().to_owned());
+            let done = next_step(&progress).is_none();
             if done {
                 change.saga.lease_owner = Some(None);
                 change.saga.lease_expires_at = Some(None);
@@ -332,53 +345,69 @@ impl Orders {
                 Outcome::PaymentFound(_) => "failed",
                 _ => "failed",
             };
-            change.step = record.clone().map(|r| StepRecord {
+            change.steps.extend(record.clone().map(|r| StepRecord {
                 status,
                 error: result.note.clone(),
                 ..r
-            });
+            }));
+            if let Some(name) = follow.as_ref().and_then(|(next, _)| next.name()) {
+                change.steps.push(StepRecord {
+                    name: name.as_str().to_owned(),
+                    kind: "step",
+                    ref_id: String::new(),
+                    status: "succeeded",
+                    attempts: 1,
+                    error: None,
+                    started_at: now,
+                });
+            }
             change.payment_ref = result.payment_ref.clone();
             change.payment = result.payment.clone();
             change.new_refund = result.new_refund.clone();
             change.refund_update = result.refund_update.clone();
             change.restocked = result.restocked.clone();
-            let status_changed = applied.progress.status != base.progress.status;
-            for event in &applied.events {
-                let data = result.data.clone();
-                change.audit.push(audit_row(
-                    order_id,
-                    event.name,
-                    base.progress.status,
-                    applied.progress.status,
-                    &Actor::System,
-                    data.clone(),
-                    now,
-                ));
-                if event.public {
-                    change.outbox.push(NewOutboxRow::new(
-                        event.name,
+            let mut stages = vec![(base.progress.status, &first, result.data.clone())];
+            if let Some((_, applied)) = &follow {
+                stages.push((first.progress.status, applied, json!({})));
+            }
+            for (from, applied, data) in stages {
+                let to = applied.progress.status;
+                for event in &applied.events {
+                    change.audit.push(audit_row(
                         order_id,
-                        &event_payload(&base.row, applied.progress.status, data),
+                        event.name,
+                        from,
+                        to,
+                        &Actor::System,
+                        data.clone(),
+                        now,
+                    ));
+                    if event.public {
+                        change.outbox.push(NewOutboxRow::new(
+                            event.name,
+                            order_id,
+                            &event_payload(&base.row, to, data.clone()),
+                            now,
+                        ));
+                    }
+                }
+                if to != from && applied.events.is_empty() {
+                    change.audit.push(audit_row(
+                        order_id,
+                        "order.status_changed",
+                        from,
+                        to,
+                        &Actor::System,
+                        json!({}),
                         now,
                     ));
                 }
-            }
-            if status_changed && applied.events.is_empty() {
-                change.audit.push(audit_row(
-                    order_id,
-                    "order.status_changed",
-                    base.progress.status,
-                    applied.progress.status,
-                    &Actor::System,
-                    json!({}),
-                    now,
-                ));
             }
             let mut conn = self.inner.db.conn().await?;
             match orders_db::commit_change(&mut conn, &change).await {
                 Ok(()) => {
                     drop(conn);
-                    let after = applied.progress.saga_state();
+                    let after = progress.saga_state();
                     if before == SagaState::Running && after != before {
                         let outcome = after.as_str();
                         metrics::counter!("sagas_finished_total", "state" => outcome).increment(1);
@@ -386,7 +415,7 @@ impl Orders {
                     if done {
                         return Ok(StepEnd::Released);
                     }
-                    let next = advanced(base, &change, applied.progress);
+                    let next = advanced(base, &change, progress);
                     #[cfg(debug_assertions)]
                     if let Some(next) = &next {
                         self.check_advanced(next).await;

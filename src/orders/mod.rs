@@ -343,7 +343,7 @@ impl Orders {
             audit: Vec::new(),
             outbox: Vec::new(),
             saga: views::saga_columns(&loaded.progress, None, now),
-            step: None,
+            steps: Vec::new(),
             lease: None,
             idempotency: None,
         };

@@ -198,7 +198,8 @@ pub struct OrderChange {
     pub audit: Vec<OrderEventRow>,
     pub outbox: Vec<NewOutboxRow>,
     pub saga: SagaColumns,
-    pub step: Option<StepRecord>,
+    /// The records of the steps this change finishes.
+    pub steps: Vec<StepRecord>,
     /// For a saga step: the lease owner. The change applies only while the
     /// saga's lease names this owner: a lease that ran out but that nobody
     /// else took is still ours (taking it over always changes the owner).
@@ -330,7 +331,7 @@ pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<()
             if updated == 0 && change.lease.is_some() {
                 return Err(ChangeError::LeaseLost);
             }
-            if let Some(step) = &change.step {
+            for step in &change.steps {
                 crate::db::sagas::upsert_step!(
                     c,
                     &change.order_id,
