@@ -201,6 +201,8 @@ impl Orders {
         }
         let currency = currency.unwrap_or_else(|| self.inner.policy.default_currency.clone());
         let now = Utc::now().naive_utc();
+        // The lease below runs from this moment.
+        let leased_at = std::time::Instant::now();
         let row = self.pending_row(NewOrderRow {
             id,
             user: order.user_id,
@@ -255,7 +257,7 @@ impl Orders {
         drop(conn);
         metrics::counter!("sagas_started_total").increment(1);
         tracing::info!(order.id = %order_id, "order created");
-        self.hand_over(placed).await;
+        self.hand_over(placed, leased_at).await;
         Ok(id)
     }
 }

@@ -101,20 +101,43 @@ impl Orders {
                 self.load(order_id).await?.ok_or(OrdersError::NotFound)?
             }
         };
+        // Whether this drive knows it holds the lease: after its claim, the
+        // placement's hand-over, or its own record. A reload (the order
+        // moved, a park did not happen) may mean another process took the
+        // saga: the lease is claimed again before the next step runs.
+        let mut leased = true;
         loop {
             let Some(step) = next_step(&loaded.progress) else {
                 self.finish(order_id).await?;
                 return Ok(DriveEnd::Finished);
             };
+            if !leased {
+                if !self.claim(order_id, false).await? {
+                    return Ok(DriveEnd::NotOwner);
+                }
+                leased = true;
+            }
             match self.run_step(&loaded, &step, may_have_run).await? {
                 StepEnd::End(end) => return Ok(end),
-                StepEnd::Next(Some(next)) => loaded = *next,
-                StepEnd::Next(None) => {
-                    loaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
-                }
                 StepEnd::Released => return Ok(DriveEnd::Finished),
+                StepEnd::Recorded(next) => {
+                    loaded = match next {
+                        Some(next) => *next,
+                        None => self.load(order_id).await?.ok_or(OrdersError::NotFound)?,
+                    };
+                    // The step just recorded is done; the next one is new.
+                    may_have_run = false;
+                }
+                StepEnd::Reloaded(next) => {
+                    loaded = match next {
+                        Some(next) => *next,
+                        None => self.load(order_id).await?.ok_or(OrdersError::NotFound)?,
+                    };
+                    // The next step may be the one just attempted.
+                    may_have_run = true;
+                    leased = false;
+                }
             }
-            may_have_run = false;
         }
     }
 
@@ -181,7 +204,7 @@ impl Orders {
                 // A command may have moved the order while we waited.
                 let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
                 if next_step(&reloaded.progress).as_ref() != Some(step) {
-                    return Ok(StepEnd::Next(Some(Box::new(reloaded))));
+                    return Ok(StepEnd::Reloaded(Some(Box::new(reloaded))));
                 }
                 fresh = Some(reloaded);
             }
@@ -226,7 +249,7 @@ impl Orders {
         // the order meanwhile: then the saga has other work to try first.
         let latest = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
         if next_step(&latest.progress).as_ref() != Some(step) {
-            return Ok(StepEnd::Next(Some(Box::new(latest))));
+            return Ok(StepEnd::Reloaded(Some(Box::new(latest))));
         }
         let mut conn = self.inner.db.conn().await?;
         let now = Utc::now().naive_utc();
@@ -241,7 +264,7 @@ impl Orders {
         )
         .await?
         {
-            return Ok(StepEnd::Next(None));
+            return Ok(StepEnd::Reloaded(None));
         }
         tracing::error!(
             order.id = order_id,
@@ -420,7 +443,7 @@ impl Orders {
                     if let Some(next) = &next {
                         self.check_advanced(next).await;
                     }
-                    return Ok(StepEnd::Next(next.map(Box::new)));
+                    return Ok(StepEnd::Recorded(next.map(Box::new)));
                 }
                 Err(ChangeError::Stale) => {
                     // A command (from another process) moved the order. If
@@ -431,7 +454,7 @@ impl Orders {
                     drop(conn);
                     let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
                     if next_step(&reloaded.progress).as_ref() != Some(step) {
-                        return Ok(StepEnd::Next(Some(Box::new(reloaded))));
+                        return Ok(StepEnd::Reloaded(Some(Box::new(reloaded))));
                     }
                     fresh = Some(reloaded);
                 }
@@ -480,8 +503,13 @@ impl Orders {
 enum StepEnd {
     /// Stop driving.
     End(DriveEnd),
-    /// Decide again: on this order, or on a reload (`None`).
-    Next(Option<Box<Loaded>>),
+    /// This drive recorded the step (and so renewed its lease): decide
+    /// again on this order, or on a reload (`None`).
+    Recorded(Option<Box<Loaded>>),
+    /// The step's outcome was not recorded by this drive (the order moved,
+    /// or the park did not happen): decide again on this fresh order, or on
+    /// a reload (`None`), after claiming the lease again.
+    Reloaded(Option<Box<Loaded>>),
     /// The last step was recorded and the lease given back with it.
     Released,
 }

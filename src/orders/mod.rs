@@ -278,11 +278,12 @@ impl Orders {
     /// Hands a just-placed order to its actor, so that the saga's first
     /// drive starts from it without a claim or a read. Best effort: if the
     /// actor cannot take it (its mailbox is full), the drive reads the order.
-    pub(super) async fn hand_over(&self, loaded: Loaded) {
+    /// `leased_at` is when the lease the placement wrote began.
+    pub(super) async fn hand_over(&self, loaded: Loaded, leased_at: std::time::Instant) {
         let id = loaded.row.id.clone();
         let placed = Placed {
             loaded,
-            at: std::time::Instant::now(),
+            at: leased_at,
         };
         let handed = self
             .inner
@@ -373,7 +374,7 @@ impl Orders {
 #[derive(Default)]
 pub(crate) struct Held(Option<Box<Placed>>);
 
-/// An order as its placement committed it, and when.
+/// An order as its placement committed it, and when its lease began.
 #[derive(Clone)]
 pub(crate) struct Placed {
     pub loaded: Loaded,

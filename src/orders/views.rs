@@ -335,7 +335,10 @@ impl Orders {
             return Ok(None);
         };
         let refunds = orders_db::open_refunds(&mut conn, order_id).await?;
-        let items = orders_db::items(&mut conn, order_id).await?;
+        let mut items = orders_db::items(&mut conn, order_id).await?;
+        // In SKU order as Rust compares (the database's collation may not):
+        // the order in which the saga takes holds, here and at placement.
+        items.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut progress = progress_of(&row, &refunds)?;
         if let Some(saga) = sagas_db::find(&mut conn, order_id).await? {
             progress.failed = saga.state == SagaState::Failed.as_str();
@@ -375,7 +378,10 @@ impl Orders {
         let row = orders_db::find(&mut conn, order_id)
             .await?
             .ok_or(OrdersError::NotFound)?;
-        let items = orders_db::items(&mut conn, order_id).await?;
+        let mut items = orders_db::items(&mut conn, order_id).await?;
+        // In SKU order as Rust compares (the database's collation may not):
+        // the order in which the saga takes holds, here and at placement.
+        items.sort_by(|a, b| a.sku.cmp(&b.sku));
         OrderView::new(row, items)
     }
 
