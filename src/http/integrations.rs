@@ -61,7 +61,7 @@ pub struct StoqEventBody {
         (status = 200, description = "Accepted (or acknowledged as a duplicate)", body = StoqAck),
         (status = 401, description = "`unauthorized`: a missing or wrong signature, or no secret configured", body = ErrorEnvelope,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 422, description = "`validation_failed`, also for a restock whose `data` is not `{sku, quantity}` of an existing product (not recorded, so a corrected redelivery applies)", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: an `id` or `type` outside 1-200 characters, a `data` that is not an object; also for a restock whose `data` is not `{sku, quantity}` of an existing product (not recorded, so a corrected redelivery applies)", body = ErrorEnvelope),
     )
 )]
 pub async fn stoq_events(
@@ -77,6 +77,9 @@ pub async fn stoq_events(
     }
     if event.event_type.is_empty() || event.event_type.len() > 200 {
         return Err(ApiError::field("type", "must be 1-200 characters"));
+    }
+    if !event.data.is_object() {
+        return Err(ApiError::field("data", "must be a JSON object"));
     }
     let id = event.id.clone();
     let outcome = inventory

@@ -172,6 +172,15 @@ async fn other_event_types_are_recorded_once_and_bad_restocks_refused(backend: B
             json!({"id": "evt-8", "type": "stoq:restock-modal:submitted", "occurred_at": "2026-11-22T10:00:00Z", "data": {"sku": "stoq-1"}}),
             "data",
         ),
+        // `data` is an object for every type: the events view shows it as one.
+        (
+            json!({"id": "evt-9", "type": "stoq:note:added", "occurred_at": "2026-11-22T10:00:00Z", "data": true}),
+            "data",
+        ),
+        (
+            json!({"id": "evt-10", "type": "stoq:note:added", "occurred_at": "2026-11-22T10:00:00Z", "data": [1]}),
+            "data",
+        ),
     ] {
         let reply = send(
             &app,
