@@ -113,6 +113,7 @@ impl Application {
         let sandbox_handle = payments.sandbox.clone();
         let orders = Orders::start(
             db.clone(),
+            pipeline.clone(),
             inventory.clone(),
             catalog.clone(),
             payments.clone(),

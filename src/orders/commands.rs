@@ -11,6 +11,7 @@ use super::{audit_row, event_payload, steps, Actor, Command, CommandResult, Orde
 use crate::db::idempotency::Binding;
 use crate::db::orders::{self as orders_db, KeyBinding, RefundRow};
 use crate::db::outbox::NewOutboxRow;
+use crate::db::pipeline::{Admit, OrderWrite, Refusal};
 use crate::domain::order::OrderStatus;
 use crate::domain::FieldError;
 
@@ -127,27 +128,19 @@ impl Orders {
                     resource_id: order_id.to_owned(),
                 },
             });
-            // The connection goes back to the pool with the statement, before
-            // anything else is awaited (connection rule).
-            let committed = {
-                let mut conn = self.inner.db.conn().await?;
-                orders_db::commit_change(&mut conn, &change).await
-            };
-            match committed {
+            let write = OrderWrite::Change(Box::new(change));
+            match self.write_order(write, Admit::New).await? {
                 Ok(()) => {
                     applied = true;
                     break;
                 }
-                Err(orders_db::ChangeError::Stale) => {
+                Err(Refusal::OrderChanged { .. }) => {
                     refund_id = None;
                     continue;
                 }
-                // Commands take no lease; this cannot happen.
-                Err(orders_db::ChangeError::LeaseLost) => continue,
-                Err(orders_db::ChangeError::KeyLost) => {
-                    return Err(OrdersError::IdempotencyKeyInUse)
-                }
-                Err(orders_db::ChangeError::Query(e)) => return Err(e.into()),
+                Err(Refusal::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
+                // Commands take no lease and touch no cart.
+                Err(refusal) => return Err(super::unexpected(refusal)),
             }
         }
         if !applied {

@@ -8,10 +8,9 @@ use serde_json::json;
 use super::views::progress_of;
 use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError};
 use crate::db::idempotency::Binding;
-use crate::db::orders::{
-    self as orders_db, CreateError, NewOrder, OrderEventRow, OrderItemRow, OrderRow, SagaRow,
-};
+use crate::db::orders::{NewOrder, OrderEventRow, OrderItemRow, OrderRow, SagaRow};
 use crate::db::outbox::NewOutboxRow;
+use crate::db::pipeline::{Admit, OrderWrite, Refusal};
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::inventory::Sku;
 use crate::domain::order::{
@@ -243,18 +242,19 @@ impl Orders {
             taken: Vec::new(),
             idempotency: order.idempotency.clone(),
         };
-        let mut conn = self.inner.db.conn().await?;
-        match orders_db::create(&mut conn, &new).await {
+        match self
+            .write_order(OrderWrite::Place(Box::new(new)), Admit::New)
+            .await?
+        {
             Ok(()) => {}
-            Err(CreateError::CartChanged) => {
+            Err(Refusal::CartChanged { .. }) => {
                 return Err(OrdersError::Conflict(
                     "the cart changed while it was checked out; retry".to_owned(),
                 ))
             }
-            Err(CreateError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
-            Err(CreateError::Query(e)) => return Err(e.into()),
+            Err(Refusal::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
+            Err(refusal) => return Err(super::unexpected(refusal)),
         }
-        drop(conn);
         metrics::counter!("sagas_started_total").increment(1);
         tracing::info!(order.id = %order_id, "order created");
         self.hand_over(placed, leased_at).await;

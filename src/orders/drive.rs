@@ -24,9 +24,10 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::steps::{StepError, StepResult};
-use super::{audit_row, event_payload, Actor, Loaded, Orders, OrdersError, Placed};
-use crate::db::orders::{self as orders_db, ChangeError, OrderChange, StepRecord};
+use super::{audit_row, event_payload, unexpected, Actor, Loaded, Orders, OrdersError, Placed};
+use crate::db::orders::{OrderChange, StepRecord};
 use crate::db::outbox::NewOutboxRow;
+use crate::db::pipeline::{Admit, OrderWrite, Refusal};
 use crate::db::sagas as sagas_db;
 use crate::db::DbError;
 use crate::domain::order::{next_step, OrderProgress, Outcome, SagaState, Step};
@@ -426,10 +427,9 @@ impl Orders {
                     ));
                 }
             }
-            let mut conn = self.inner.db.conn().await?;
-            match orders_db::commit_change(&mut conn, &change).await {
+            let write = OrderWrite::Change(Box::new(change.clone()));
+            match self.write_order(write, Admit::Always).await? {
                 Ok(()) => {
-                    drop(conn);
                     let after = progress.saga_state();
                     if before == SagaState::Running && after != before {
                         let outcome = after.as_str();
@@ -445,29 +445,27 @@ impl Orders {
                     }
                     return Ok(StepEnd::Recorded(next.map(Box::new)));
                 }
-                Err(ChangeError::Stale) => {
+                Err(Refusal::OrderChanged { .. }) => {
                     // A command (from another process) moved the order. If
                     // the same step is still next, record its outcome on the
                     // fresh state; if not, drop it: every step finds its own
                     // unrecorded effects again (payment lookups, the stock
                     // ledger), so the next decision reconciles it.
-                    drop(conn);
                     let reloaded = self.load(order_id).await?.ok_or(OrdersError::NotFound)?;
                     if next_step(&reloaded.progress).as_ref() != Some(step) {
                         return Ok(StepEnd::Reloaded(Some(Box::new(reloaded))));
                     }
                     fresh = Some(reloaded);
                 }
-                Err(ChangeError::LeaseLost) => {
+                Err(Refusal::LeaseLost { .. }) => {
                     tracing::warn!(
                         order.id = order_id,
                         "lost the saga's lease before recording a step"
                     );
                     return Ok(StepEnd::End(DriveEnd::NotOwner));
                 }
-                // Saga steps carry no idempotency key.
-                Err(ChangeError::KeyLost) => return Err(OrdersError::IdempotencyKeyInUse),
-                Err(ChangeError::Query(e)) => return Err(e.into()),
+                // Saga steps carry no idempotency key, nor a cart.
+                Err(refusal) => return Err(unexpected(refusal)),
             }
         }
         Err(OrdersError::Unavailable(

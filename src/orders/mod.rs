@@ -29,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::config::{CaptureMode, Settings};
 use crate::db::idempotency::Binding;
 use crate::db::orders::{self as orders_db, OrderChange, OrderEventRow, RefundRow};
+use crate::db::pipeline::{Admit, OrderWrite, Pipeline, Refusal, WriteError, WriteSet};
 use crate::db::{Database, DbError};
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{CommandError, OrderProgress, OrderStatus};
@@ -124,6 +125,7 @@ pub struct Orders {
 
 struct Inner {
     db: Database,
+    pipeline: Pipeline,
     inventory: Inventory,
     catalog: Catalog,
     payments: Payments,
@@ -192,6 +194,7 @@ impl Orders {
     /// actix system, like [`Inventory::start`].
     pub fn start(
         db: Database,
+        pipeline: Pipeline,
         inventory: Inventory,
         catalog: Catalog,
         payments: Payments,
@@ -219,6 +222,7 @@ impl Orders {
         let orders = Orders {
             inner: Arc::new(Inner {
                 db,
+                pipeline,
                 inventory,
                 catalog,
                 payments,
@@ -229,6 +233,29 @@ impl Orders {
         };
         orders.spawn_recovery();
         orders
+    }
+
+    /// Writes an order's placement or change through the write pipeline:
+    /// `Ok(Err(refusal))` when one of its guards refused it (nothing of it
+    /// was written).
+    async fn write_order(
+        &self,
+        write: OrderWrite,
+        admit: Admit,
+    ) -> Result<Result<(), Refusal>, OrdersError> {
+        match self
+            .inner
+            .pipeline
+            .write(WriteSet::order(write), admit)
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(WriteError::Refused(refusal)) => Ok(Err(refusal)),
+            Err(WriteError::Overloaded) => Err(OrdersError::Overloaded),
+            // Unavailable as the database is: a saga's drive waits and goes on.
+            Err(WriteError::Unavailable(cause)) => Err(DbError::Unavailable(cause).into()),
+            Err(WriteError::Failed(cause)) => Err(DbError::Write(cause).into()),
+        }
     }
 
     pub fn payments(&self) -> &Payments {
@@ -428,4 +455,10 @@ pub fn event_payload(
         "currency": row.currency,
         "data": data,
     })
+}
+
+/// A refusal an order's write cannot meet (a saga step carries no key nor
+/// cart): a fault.
+fn unexpected(refusal: Refusal) -> OrdersError {
+    OrdersError::Db(DbError::Write(format!("unexpected refusal: {refusal}")))
 }

@@ -1,7 +1,8 @@
 //! The write pipeline, below the actors: write-sets queued together share one
 //! transaction; a refused write-set (a guard that no longer holds, a
 //! reservation row already there, an external event seen before, a cart at
-//! another version) leaves nothing behind while its batch-mates commit; a
+//! another version, an order moved on, an idempotency key taken over)
+//! leaves nothing behind while its batch-mates commit; a
 //! write-set that fails for another reason fails alone; statements are split
 //! under the bind-parameter limits.
 
@@ -10,9 +11,15 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use orderflow::db::carts::{self as carts_db, CartItemRow, CartRow, CartWrite, LineWrite};
 use orderflow::db::events::NewEventRow;
+use orderflow::db::idempotency::Binding;
 use orderflow::db::inventory::{self as inventory_db, NewMovementRow, ReservationRow, StockWrite};
+use orderflow::db::orders::{
+    self as orders_db, KeyBinding, NewOrder, OrderChange, OrderItemRow, OrderRow, ProgressColumns,
+    SagaColumns, SagaRow,
+};
 use orderflow::db::outbox::NewOutboxRow;
-use orderflow::db::pipeline::{Admit, Refusal, WriteError, WriteSet};
+use orderflow::db::pipeline::{Admit, OrderWrite, Refusal, WriteError, WriteSet};
+use orderflow::db::sagas as sagas_db;
 use orderflow::db::schema::write_batches;
 use orderflow::db::users::{self, NewUserRow};
 use orderflow::db::Database;
@@ -331,8 +338,248 @@ async fn many_write_sets_share_one_transaction_and_large_ones_are_split(backend:
     assert_eq!(totals, (100_000 + rows, 0));
 }
 
+/// A pending order placed by `user`, checking out `cart` read at `version`.
+fn placement(user: &str, cart: Option<(&CartRow, i64)>) -> NewOrder {
+    let now = Utc::now().naive_utc();
+    let id = Uuid::now_v7().to_string();
+    let order = OrderRow {
+        id: id.clone(),
+        user_id: user.to_owned(),
+        cart_id: cart.map(|(c, _)| c.id.clone()),
+        status: "pending".to_owned(),
+        currency: "USD".to_owned(),
+        total: 1999,
+        payment_provider: "sandbox".to_owned(),
+        payment_token: "tok_visa".to_owned(),
+        payment_ref: None,
+        capture_mode: "automatic".to_owned(),
+        payment_status: "none".to_owned(),
+        authorized: 0,
+        captured: 0,
+        refunded: 0,
+        stock_state: "none".to_owned(),
+        cancel_requested: false,
+        capture_requested: false,
+        carrier: None,
+        tracking_number: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    NewOrder {
+        items: vec![OrderItemRow {
+            order_id: id.clone(),
+            sku: "plenty".to_owned(),
+            name: "Widget".to_owned(),
+            quantity: 1,
+            unit_price: 1999,
+            line_total: 1999,
+            restocked: 0,
+        }],
+        cart: cart.map(|(c, version)| (c.id.clone(), version)),
+        audit: Vec::new(),
+        outbox: vec![NewOutboxRow::new(
+            "order.created",
+            &id,
+            &serde_json::json!({ "order_id": id }),
+            now,
+        )],
+        saga: SagaRow {
+            order_id: id.clone(),
+            state: "running".to_owned(),
+            current_step: None,
+            parked: false,
+            lease_owner: None,
+            lease_expires_at: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+        },
+        payments: Vec::new(),
+        taken: Vec::new(),
+        idempotency: None,
+        order,
+    }
+}
+
+/// `order` cancelled by its owner, from the version `expected`.
+fn cancel(order: &OrderRow, expected: i64) -> OrderChange {
+    let now = Utc::now().naive_utc();
+    OrderChange {
+        order_id: order.id.clone(),
+        expected_version: expected,
+        progress: ProgressColumns {
+            status: "cancelled".to_owned(),
+            payment_status: order.payment_status.clone(),
+            stock_state: order.stock_state.clone(),
+            authorized: 0,
+            captured: 0,
+            refunded: 0,
+            cancel_requested: true,
+            capture_requested: false,
+            updated_at: now,
+        },
+        payment_ref: None,
+        shipping: None,
+        payment: None,
+        new_refund: None,
+        refund_update: None,
+        restocked: Vec::new(),
+        audit: Vec::new(),
+        outbox: vec![NewOutboxRow::new(
+            "order.cancelled",
+            &order.id,
+            &serde_json::json!({ "order_id": order.id }),
+            now,
+        )],
+        saga: SagaColumns {
+            state: "compensated".to_owned(),
+            current_step: None,
+            parked: false,
+            updated_at: now,
+            finished_at: Some(Some(now)),
+            lease_owner: None,
+            lease_expires_at: None,
+        },
+        steps: Vec::new(),
+        lease: None,
+        idempotency: None,
+    }
+}
+
+async fn order_state(db: &Database, id: &str) -> Option<(String, i64)> {
+    let mut conn = db.conn().await.unwrap();
+    orders_db::find(&mut conn, id)
+        .await
+        .unwrap()
+        .map(|o| (o.status, o.version))
+}
+
+async fn order_events(db: &Database, id: &str) -> usize {
+    let mut conn = db.conn().await.unwrap();
+    let created = orderflow::db::outbox::payloads_for(&mut conn, "order.created", id)
+        .await
+        .unwrap();
+    let cancelled = orderflow::db::outbox::payloads_for(&mut conn, "order.cancelled", id)
+        .await
+        .unwrap();
+    created.len() + cancelled.len()
+}
+
+async fn refused_order_writes_leave_nothing_and_their_batch_mates_commit(backend: Backend) {
+    let (store, _guard) = database(backend).await;
+    let (db, pipeline) = (&store.db, &store.pipeline);
+    create_sku(db, "plenty", 5).await;
+    let user = create_user(db).await;
+    let cart = new_cart(&user);
+    pipeline
+        .write(WriteSet::cart(CartWrite::Create(cart.clone())), Admit::New)
+        .await
+        .unwrap();
+    let moved = placement(&user, None);
+    let keyed = placement(&user, None);
+    for placed in [&moved, &keyed] {
+        pipeline
+            .write(
+                WriteSet::order(OrderWrite::Place(Box::new(placed.clone()))),
+                Admit::New,
+            )
+            .await
+            .unwrap();
+    }
+    let before = batches(db).await;
+
+    // A change whose key another request took over.
+    let mut lost_key = cancel(&keyed.order, 1);
+    lost_key.idempotency = Some(KeyBinding {
+        key: Binding {
+            user_id: user.clone(),
+            key: "never-claimed".to_owned(),
+            token: Uuid::now_v7().to_string(),
+        },
+        resource_type: "order",
+        resource_id: keyed.order.id.clone(),
+    });
+    // A checkout of a cart read at a version it has left.
+    let stale_cart = placement(&user, Some((&cart, 9)));
+    let fine = placement(&user, None);
+    let answers = pipeline
+        .write_together(
+            vec![
+                // The order moved on since its actor read it.
+                WriteSet::order(OrderWrite::Change(Box::new(cancel(&moved.order, 4)))),
+                WriteSet::order(OrderWrite::Change(Box::new(lost_key))),
+                WriteSet::order(OrderWrite::Place(Box::new(stale_cart.clone()))),
+                WriteSet::order(OrderWrite::Place(Box::new(fine.clone()))),
+                WriteSet::stock(hold("plenty", 2)),
+            ],
+            Admit::New,
+        )
+        .await;
+
+    assert_eq!(
+        answers[0].as_ref().unwrap_err(),
+        &WriteError::Refused(Refusal::OrderChanged {
+            order_id: moved.order.id.clone()
+        })
+    );
+    assert_eq!(
+        answers[1].as_ref().unwrap_err(),
+        &WriteError::Refused(Refusal::KeyLost)
+    );
+    assert_eq!(
+        answers[2].as_ref().unwrap_err(),
+        &WriteError::Refused(Refusal::CartChanged {
+            cart_id: cart.id.clone()
+        })
+    );
+    assert!(answers[3].is_ok(), "{:?}", answers[3]);
+    assert!(answers[4].is_ok(), "{:?}", answers[4]);
+
+    // The refused ones left nothing: the orders are where they were, with
+    // no event of the change; the checkout of the stale cart is nowhere.
+    for placed in [&moved, &keyed] {
+        let state = order_state(db, &placed.order.id).await;
+        assert_eq!(state, Some(("pending".to_owned(), 1)));
+        assert_eq!(order_events(db, &placed.order.id).await, 1);
+    }
+    assert_eq!(order_state(db, &stale_cart.order.id).await, None);
+    assert_eq!(order_events(db, &stale_cart.order.id).await, 0);
+    let mut conn = db.conn().await.unwrap();
+    let (row, _) = carts_db::load(&mut conn, &cart.id).await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), row.version), ("open", 1));
+    let saga = sagas_db::find(&mut conn, &stale_cart.order.id)
+        .await
+        .unwrap();
+    assert!(saga.is_none());
+    drop(conn);
+    // Their batch-mates are all there, in one commit.
+    assert_eq!(
+        order_state(db, &fine.order.id).await,
+        Some(("pending".to_owned(), 1))
+    );
+    assert_eq!(order_events(db, &fine.order.id).await, 1);
+    assert_eq!(levels(db, "plenty").await, (5, 2, 1));
+    assert_eq!(batches(db).await, before + 1);
+
+    // From the version the order is at, the change goes through.
+    pipeline
+        .write(
+            WriteSet::order(OrderWrite::Change(Box::new(cancel(&moved.order, 1)))),
+            Admit::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        order_state(db, &moved.order.id).await,
+        Some(("cancelled".to_owned(), 2))
+    );
+    assert_eq!(order_events(db, &moved.order.id).await, 2);
+}
+
 crate::both_backends!(
     refused_write_sets_leave_nothing_and_their_batch_mates_commit,
+    refused_order_writes_leave_nothing_and_their_batch_mates_commit,
     an_external_event_seen_before_refuses_only_its_own_change,
     a_failing_write_set_fails_alone,
     many_write_sets_share_one_transaction_and_large_ones_are_split

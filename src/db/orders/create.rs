@@ -1,16 +1,11 @@
 //! Recording a new order: everything it writes in one insert chain, used by
-//! the engine's placement (in a transaction of its own) and by a checkout
+//! the engine's placement (in a write pipeline batch) and by a checkout
 //! that already holds a transaction with locks (the load benches' baseline).
-
-use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{OrderEventRow, OrderItemRow, OrderRow, PaymentRow, SagaRow};
 use crate::db::idempotency::Binding;
 use crate::db::inventory::NewMovementRow;
 use crate::db::outbox::NewOutboxRow;
-use crate::db::DbConn;
-use crate::with_conn;
 
 /// Everything a new order writes: the engine's placement (the order
 /// `pending`, its saga to run) and a checkout recorded in its final state
@@ -49,8 +44,8 @@ pub enum CreateError {
 /// Writes a [`NewOrder`] inside the caller's transaction, on the backend
 /// connection `$c`: evaluates to `Result<(), CreateError>`. On an error the
 /// caller must roll back. Kept a macro so that one body serves both
-/// backends and both callers (its own transaction in [`create`], or a
-/// longer one that already holds locks).
+/// backends and both callers (a write pipeline batch, or a longer
+/// transaction that already holds locks).
 #[macro_export]
 macro_rules! write_new_order {
     ($c:expr, $new:expr) => {{
@@ -139,12 +134,4 @@ macro_rules! write_new_order {
         }
         .await
     }};
-}
-
-/// Records a new order in one transaction of its own.
-pub async fn create(conn: &mut DbConn, new: &NewOrder) -> Result<(), CreateError> {
-    with_conn!(conn, |c| {
-        c.transaction::<_, CreateError, _>(async |c| write_new_order!(c, new))
-            .await
-    })
 }

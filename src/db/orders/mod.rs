@@ -1,26 +1,22 @@
-//! Queries on orders, their items, payments, refunds and audit trail.
-//!
-//! [`commit_change`] is the one way an existing order changes: one
-//! transaction that updates the order row *guarded by its version* (so two
-//! engine processes can never both apply a change to one version), and
-//! writes with it the payment record, the refund, the restocked quantities,
-//! the audit trail, the outbox events and the saga log. Either all of it is
-//! durable or none of it is.
+//! Queries on orders, their items, payments, refunds and audit trail, and
+//! the two writes the write pipeline makes of them: a new order
+//! ([`write_new_order!`](crate::write_new_order)) and a change of an
+//! existing one ([`write_order_change!`], guarded by the order's version).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::idempotency::Binding;
 use super::outbox::NewOutboxRow;
-use super::schema::{
-    order_events, order_items, orders, outbox, payments, refunds, saga_steps, sagas,
-};
+use super::schema::{order_events, order_items, orders, payments, refunds, saga_steps, sagas};
 use super::DbConn;
 
+mod change;
 mod create;
-use crate::{bind_idempotency_key, with_conn};
-pub use create::{create, CreateError, NewOrder};
+use crate::with_conn;
+pub(crate) use change::write_order_change;
+pub use create::{CreateError, NewOrder};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders, treat_none_as_default_value = false)]
@@ -218,7 +214,7 @@ pub struct KeyBinding {
     pub resource_id: String,
 }
 
-/// Why [`commit_change`] wrote nothing.
+/// Why [`write_order_change!`] wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
     /// The order moved since it was read (another process, or a retry).
@@ -232,117 +228,6 @@ pub enum ChangeError {
     KeyLost,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
-}
-
-pub async fn commit_change(conn: &mut DbConn, change: &OrderChange) -> Result<(), ChangeError> {
-    with_conn!(conn, |c| {
-        c.transaction::<_, ChangeError, _>(async |c| {
-            let target = orders::table
-                .filter(orders::id.eq(&change.order_id))
-                .filter(orders::version.eq(change.expected_version));
-            let updated = diesel::update(target)
-                .set((
-                    &change.progress,
-                    orders::version.eq(change.expected_version + 1),
-                ))
-                .execute(c)
-                .await?;
-            if updated == 0 {
-                return Err(ChangeError::Stale);
-            }
-            if let Some(bind) = &change.idempotency {
-                if !bind_idempotency_key!(c, &bind.key, bind.resource_type, &bind.resource_id)? {
-                    return Err(ChangeError::KeyLost);
-                }
-            }
-            if let Some(reference) = &change.payment_ref {
-                diesel::update(orders::table.find(&change.order_id))
-                    .set(orders::payment_ref.eq(reference))
-                    .execute(c)
-                    .await?;
-            }
-            if let Some((carrier, tracking)) = &change.shipping {
-                diesel::update(orders::table.find(&change.order_id))
-                    .set((
-                        orders::carrier.eq(carrier),
-                        orders::tracking_number.eq(tracking),
-                    ))
-                    .execute(c)
-                    .await?;
-            }
-            if let Some(payment) = &change.payment {
-                // One row per key: a call repeated under its key (a resumed
-                // compensation) got the provider's first answer again.
-                diesel::insert_into(payments::table)
-                    .values(payment)
-                    .on_conflict(payments::idempotency_key)
-                    .do_nothing()
-                    .execute(c)
-                    .await?;
-            }
-            if let Some(refund) = &change.new_refund {
-                diesel::insert_into(refunds::table)
-                    .values(refund)
-                    .execute(c)
-                    .await?;
-            }
-            if let Some((id, status, restock_done)) = &change.refund_update {
-                diesel::update(refunds::table.find(id))
-                    .set((
-                        refunds::status.eq(status),
-                        refunds::restock_done.eq(restock_done),
-                        refunds::updated_at.eq(change.progress.updated_at),
-                    ))
-                    .execute(c)
-                    .await?;
-            }
-            for (sku, quantity) in &change.restocked {
-                diesel::update(
-                    order_items::table
-                        .filter(order_items::order_id.eq(&change.order_id))
-                        .filter(order_items::sku.eq(sku)),
-                )
-                .set(order_items::restocked.eq(order_items::restocked + quantity))
-                .execute(c)
-                .await?;
-            }
-            for row in &change.audit {
-                diesel::insert_into(order_events::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            for row in &change.outbox {
-                diesel::insert_into(outbox::table)
-                    .values(row)
-                    .execute(c)
-                    .await?;
-            }
-            let saga = sagas::table.filter(sagas::order_id.eq(&change.order_id));
-            let updated = match &change.lease {
-                Some(owner) => {
-                    diesel::update(saga.filter(sagas::lease_owner.eq(owner)))
-                        .set(&change.saga)
-                        .execute(c)
-                        .await?
-                }
-                None => diesel::update(saga).set(&change.saga).execute(c).await?,
-            };
-            if updated == 0 && change.lease.is_some() {
-                return Err(ChangeError::LeaseLost);
-            }
-            for step in &change.steps {
-                crate::db::sagas::upsert_step!(
-                    c,
-                    &change.order_id,
-                    step,
-                    change.progress.updated_at
-                )?;
-            }
-            Ok(())
-        })
-        .await
-    })
 }
 
 pub async fn find(conn: &mut DbConn, id: &str) -> QueryResult<Option<OrderRow>> {

@@ -18,7 +18,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel_async::{AsyncConnection, TransactionManager};
 
 use super::statements::{CartGuard, Delta, Statements};
-use super::writeset::{Receipt, Refusal, WriteSet};
+use super::writeset::{OrderWrite, Receipt, Refusal, WriteSet};
 use super::WriteError;
 use crate::db::carts::{CartItemRow, CartRow, CartWrite, LineWrite};
 use crate::db::events::NewEventRow;
@@ -228,6 +228,14 @@ where
         }
         refused.check()?;
     }
+    // An order's writes run whole, its guards first: a refused one stops
+    // the batch, which runs again without it.
+    for (owner, write) in &m.orders {
+        if let Some(refusal) = c.write_order(write).await.map_err(Run::Failed)? {
+            refused.add(*owner, refusal);
+            refused.check()?;
+        }
+    }
 
     if !m.new_carts.is_empty() {
         c.insert_carts(&m.new_carts).await.map_err(Run::Failed)?;
@@ -298,6 +306,7 @@ struct Merged<'a> {
     inserted: Vec<(usize, &'a ReservationRow)>,
     deltas: Vec<(usize, Delta)>,
     cart_guards: Vec<(usize, CartGuard)>,
+    orders: Vec<(usize, &'a OrderWrite)>,
     new_carts: Vec<CartRow>,
     deleted_lines: Vec<(String, String)>,
     put_lines: Vec<CartItemRow>,
@@ -314,6 +323,7 @@ impl<'a> Merged<'a> {
             inserted: Vec::new(),
             deltas: Vec::new(),
             cart_guards: Vec::new(),
+            orders: Vec::new(),
             new_carts: Vec::new(),
             deleted_lines: Vec::new(),
             put_lines: Vec::new(),
@@ -366,6 +376,7 @@ impl<'a> Merged<'a> {
                     }
                 }
             }
+            m.orders.extend(set.orders.iter().map(|o| (k, o)));
             m.outbox.extend(set.events.iter().cloned());
         }
         m

@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::{Database, DbError};
 use crate::config::PipelineSettings;
-pub use writeset::{Receipt, Refusal, WriteSet};
+pub use writeset::{OrderWrite, Receipt, Refusal, WriteSet};
 
 /// How often committed batch ids are forgotten.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -85,6 +85,9 @@ impl Refusal {
             Refusal::StockChanged { .. } => "stock_changed",
             Refusal::DuplicateEvent => "duplicate_event",
             Refusal::CartChanged { .. } => "cart_changed",
+            Refusal::OrderChanged { .. } => "order_changed",
+            Refusal::LeaseLost { .. } => "lease_lost",
+            Refusal::KeyLost => "key_lost",
         }
     }
 }
@@ -219,19 +222,20 @@ fn take_batch(shared: &Shared) -> Vec<Job> {
     let mut taken: Vec<Job> = Vec::new();
     let mut left: VecDeque<Job> = VecDeque::new();
     {
-        let mut rows: HashSet<(bool, String)> = HashSet::new();
+        let mut rows: HashSet<(u8, String)> = HashSet::new();
         while let Some(job) = jobs.pop_front() {
             if taken.len() >= shared.max_batch {
                 left.push_back(job);
                 left.extend(jobs.drain(..));
                 break;
             }
-            let keys: Vec<(bool, String)> = job
+            let keys: Vec<(u8, String)> = job
                 .set
                 .keys()
                 .map(|k| match k {
-                    writeset::RowKey::Sku(s) => (true, s.to_owned()),
-                    writeset::RowKey::Cart(c) => (false, c.to_owned()),
+                    writeset::RowKey::Sku(s) => (0, s.to_owned()),
+                    writeset::RowKey::Cart(c) => (1, c.to_owned()),
+                    writeset::RowKey::Order(o) => (2, o.to_owned()),
                 })
                 .collect();
             if keys.iter().any(|k| rows.contains(k)) {

@@ -20,11 +20,13 @@ use futures_util::FutureExt;
 use super::super::carts::{CartItemRow, CartRow};
 use super::super::events::NewEventRow;
 use super::super::inventory::{InventoryRow, NewMovementRow, ReservationRow};
+use super::super::orders::{ChangeError, CreateError};
 use super::super::outbox::NewOutboxRow;
 use super::super::schema::{
     cart_items, carts, events, inventory, inventory_movements, outbox, reservations, write_batches,
 };
 use super::super::SqliteConn;
+use super::writeset::{OrderWrite, Refusal};
 
 /// PostgreSQL's limit on bind parameters in one statement.
 const PG_MAX_BINDS: usize = 65_535;
@@ -77,6 +79,10 @@ pub(super) trait Statements: Send {
     fn insert_movements<'a>(&'a mut self, rows: &'a [NewMovementRow]) -> Fut<'a, ()>;
     fn insert_outbox<'a>(&'a mut self, rows: &'a [NewOutboxRow]) -> Fut<'a, ()>;
 
+    /// Writes an order's placement or change, all of its statements: `Some`
+    /// when one of its guards refused (the caller rolls back).
+    fn write_order<'a>(&'a mut self, write: &'a OrderWrite) -> Fut<'a, Option<Refusal>>;
+
     /// Records the batch's id inside its transaction.
     fn mark_batch<'a>(&'a mut self, id: &'a str, now: NaiveDateTime) -> Fut<'a, ()>;
     /// Whether the batch `id` committed.
@@ -100,6 +106,45 @@ macro_rules! chunked {
         }
         Ok::<_, diesel::result::Error>(out)
     }};
+}
+
+/// An order's statements, the same on both backends: one row at a time (an
+/// order is a handful of rows, each its own table).
+macro_rules! order_writes {
+    () => {
+        fn write_order<'a>(&'a mut self, write: &'a OrderWrite) -> Fut<'a, Option<Refusal>> {
+            async move {
+                match write {
+                    OrderWrite::Place(new) => match crate::write_new_order!(self, new) {
+                        Ok(()) => Ok(None),
+                        Err(CreateError::CartChanged) => Ok(Some(Refusal::CartChanged {
+                            cart_id: new
+                                .cart
+                                .as_ref()
+                                .map(|(id, _)| id.clone())
+                                .unwrap_or_default(),
+                        })),
+                        Err(CreateError::KeyLost) => Ok(Some(Refusal::KeyLost)),
+                        Err(CreateError::Query(e)) => Err(e),
+                    },
+                    OrderWrite::Change(change) => {
+                        match crate::db::orders::write_order_change!(self, change) {
+                            Ok(()) => Ok(None),
+                            Err(ChangeError::Stale) => Ok(Some(Refusal::OrderChanged {
+                                order_id: change.order_id.clone(),
+                            })),
+                            Err(ChangeError::LeaseLost) => Ok(Some(Refusal::LeaseLost {
+                                order_id: change.order_id.clone(),
+                            })),
+                            Err(ChangeError::KeyLost) => Ok(Some(Refusal::KeyLost)),
+                            Err(ChangeError::Query(e)) => Err(e),
+                        }
+                    }
+                }
+            }
+            .boxed()
+        }
+    };
 }
 
 /// The batch-id statements, the same on both backends.
@@ -294,6 +339,7 @@ impl Statements for AsyncPgConnection {
         .boxed()
     }
 
+    order_writes!();
     batch_ids!();
 }
 
@@ -485,5 +531,6 @@ impl Statements for SqliteConn {
         .boxed()
     }
 
+    order_writes!();
     batch_ids!();
 }
